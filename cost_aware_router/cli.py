@@ -1,0 +1,254 @@
+"""Command line: ``cost-aware-router route|train|evaluate|cv|export-table``.
+
+Errors a user can cause exit with code 2 and one line on stderr (``--debug`` shows the
+traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import RouterError
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_ROUTER = PACK_DIR / "router_weights" / "default.safetensors"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one readable line, exit 2
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def _budget(args):
+    from .router import Budget
+
+    return Budget(cost_weight=args.cost_weight, budget=args.budget, best_quality=args.best_quality,
+                  max_cost=args.max_cost, force=args.force)
+
+
+def _read_prompts(args) -> list[str]:
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise RouterError(f"prompts file {path} does not exist")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise RouterError(f"prompts file {path} is not valid UTF-8 (byte {exc.start})") from None
+        prompts += [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise RouterError("no prompt given: pass PROMPT arguments or --prompts-file")
+    return prompts
+
+
+def _load(args):
+    from .router import load_router
+
+    router = load_router(args.router or DEFAULT_ROUTER)
+    if getattr(args, "embedder", None):
+        from .embed import get_embedder
+
+        router.use_embedder(get_embedder(args.embedder))
+    return router
+
+
+def cmd_route(args) -> int:
+    router = _load(args)
+    budget = _budget(args)
+    prompts = _read_prompts(args)
+    decisions = router.route(prompts, budget)
+    for d in decisions:
+        if args.json:
+            print(json.dumps(d.to_json(), ensure_ascii=False))
+        else:
+            cfg = ", ".join(f"{k}={v}" for k, v in d.config.items())
+            short = d.prompt if len(d.prompt) <= 70 else d.prompt[:67] + "..."
+            print(f"{short!r} -> {d.candidate}" + (f" ({cfg})" if cfg else ""))
+            if args.explain:
+                print("  " + d.explanation.replace("\n", "\n  "))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .data import load_dataset
+    from .embed import get_embedder
+    from .train import train_router
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise RouterError(f"{out} already exists; pass --overwrite to replace it")
+    ds = load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad)
+    if ds.skipped:
+        print(f"skipped {ds.skipped} bad row(s)", file=sys.stderr)
+    router = train_router(ds, get_embedder(args.embedder), args.predictor, folds=args.folds, seed=args.seed,
+                          progress=_progress("training") if sys.stderr.isatty() else None)
+    router.save(out, overwrite=args.overwrite)
+    p = router.predictor.state()[1]
+    print(f"wrote {out}: {len(router.names)} candidates, {len(ds.prompts)} prompts, predictor {router.predictor.kind} "
+          f"{p}, default budget {router.default_budget:.3g} s/image")
+    return 0
+
+
+def _progress(label):
+    def report(done, total):
+        sys.stderr.write(f"\r{label}: {100 * done / max(total, 1):5.1f}%")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return report
+
+
+def _emit(result: dict, args, title: str) -> None:
+    if args.plot:
+        from .evaluate import plot_deferral, save_plot
+
+        save_plot(plot_deferral(result, title), args.plot)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        s = result["summary"]
+        print(f"{title}: {s['prompts']} prompts, metric {s['metric']}")
+        for name, v in result["candidates"].items():
+            print(f"  {name:<24} cost {v['cost']:8.3f} s  mean quality {v['mean_quality']:.4f}")
+        cb = s["cost_at_best_single_quality"]
+        print(f"  gap closed {s['gap_closed']:.1%}; quality at {s['best_single']}'s cost "
+              f"{s['quality_at_best_single_cost']:.4f} (vs {s['best_single_quality']:.4f}); cost at its quality "
+              + (f"{cb:.3f} s ({s['cost_ratio_at_best_single_quality']:.0%})" if cb is not None else "not reached"))
+        if args.plot:
+            print(f"  plot: {args.plot}")
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_dataset
+    from .evaluate import evaluate_router
+
+    router = _load(args)
+    ds = load_dataset(args.data_dir, metric=args.metric or router.metric, skip_bad=args.skip_bad)
+    _emit(evaluate_router(router, ds), args, f"router {Path(args.router).name} on {Path(args.data_dir).name}")
+    return 0
+
+
+def cmd_cv(args) -> int:
+    from .data import load_dataset
+    from .embed import get_embedder
+    from .evaluate import cross_validate
+
+    ds = load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad)
+    result = cross_validate(ds, get_embedder(args.embedder), args.predictor, folds=args.folds, seed=args.seed)
+    _emit(result, args, f"{args.folds}-fold CV of {args.predictor} on {Path(args.data_dir).name}")
+    return 0
+
+
+def cmd_export_table(args) -> int:
+    from .data import JSONL_NAME, write_jsonl_rows
+    from .fileutil import atomic_write
+    from .tables import TABLES, default_data_dir, table_rows
+
+    if args.table not in TABLES:
+        raise RouterError(f"unknown table '{args.table}'; choose one of {sorted(TABLES)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = table_rows(args.table, args.data or default_data_dir())
+    atomic_write(out / JSONL_NAME, lambda tmp: write_jsonl_rows(Path(tmp), rows), overwrite=args.overwrite)
+    print(f"wrote {len(rows)} rows to {out / JSONL_NAME}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .predictors import PREDICTORS
+    from .train import DEFAULT_PREDICTOR
+
+    p = _Parser(prog="cost-aware-router", description="Route text-to-image prompts to the cheapest good candidate.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def budget_flags(sp):
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("--budget", type=float, help="target average cost, seconds per image")
+        g.add_argument("--cost-weight", type=float, help="lambda: normalised quality traded per second")
+        g.add_argument("--best-quality", action="store_true", help="ignore cost (lambda = 0)")
+        sp.add_argument("--max-cost", type=float, help="never choose a candidate costing more per image")
+        sp.add_argument("--force", help="always choose this candidate")
+
+    def data_flags(sp):
+        sp.add_argument("--skip-bad", action="store_true", help="skip bad rows (reporting how many) instead of stopping")
+        sp.add_argument("--embedder", default=None, help="local transformers model folder (default: all-MiniLM-L6-v2)")
+
+    r = sub.add_parser("route", help="choose a candidate for each prompt")
+    r.add_argument("prompt", nargs="*")
+    r.add_argument("--prompts-file", help="UTF-8 text file, one prompt per line")
+    r.add_argument("--router", help=f"router file (default {DEFAULT_ROUTER})")
+    r.add_argument("--json", action="store_true", help="JSON Lines output, one object per prompt")
+    r.add_argument("--explain", action="store_true", help="print every candidate's predicted quality and cost")
+    r.add_argument("--embedder", default=None, help="embedder folder, if not the one recorded in the router")
+    budget_flags(r)
+    r.set_defaults(func=cmd_route)
+
+    t = sub.add_parser("train", help="fit a router from a scored-generations folder")
+    t.add_argument("data_dir")
+    t.add_argument("--out", required=True)
+    t.add_argument("--predictor", default=DEFAULT_PREDICTOR, choices=sorted(PREDICTORS))
+    t.add_argument("--metric", default="score", help="'score' or a key of each row's 'scores'")
+    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--folds", type=int, default=5)
+    t.add_argument("--seed", type=int, default=0)
+    data_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="deferral curve of a router on a held-out folder")
+    e.add_argument("router")
+    e.add_argument("data_dir")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--plot", help="write the deferral curve to this PNG")
+    e.add_argument("--metric", default=None, help="metric to evaluate (default: the router's)")
+    data_flags(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("cv", help="cross-validated deferral curve of a predictor on a folder")
+    c.add_argument("data_dir")
+    c.add_argument("--predictor", default=DEFAULT_PREDICTOR, choices=sorted(PREDICTORS))
+    c.add_argument("--metric", default="score")
+    c.add_argument("--folds", type=int, default=5)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--plot")
+    data_flags(c)
+    c.set_defaults(func=cmd_cv)
+
+    x = sub.add_parser("export-table", help="write a shared/data rating table as a scored-generations folder")
+    x.add_argument("table")
+    x.add_argument("out")
+    x.add_argument("--data", help="the shared data folder (default ../shared/data beside the checkout)")
+    x.add_argument("--overwrite", action="store_true")
+    x.set_defaults(func=cmd_export_table)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except RouterError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"cost-aware-router: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("cost-aware-router: interrupted\n")
+        return 130
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        if args.debug:
+            raise
+        sys.stderr.write(f"cost-aware-router: error: unexpected {type(exc).__name__}: {exc} (run with --debug)\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

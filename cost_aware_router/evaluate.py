@@ -1,0 +1,249 @@
+"""Deferral curves: the router, every candidate alone, the best fixed mix and the oracle.
+
+A deferral curve plots mean cost per image against mean quality. Curves are compared as
+upper concave envelopes: mixing two operating points at random (for the router: two budgets;
+for single candidates: two candidates) is always possible, so the envelope is what a user can
+actually get. Quality figures use prompts that have a score for every router candidate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data import Dataset
+from .errors import DataError
+from .predictors import choose, lambda_grid
+from .router import Budget, Router
+
+N_BUDGETS = 24
+
+
+def envelope(costs, quals) -> tuple[np.ndarray, np.ndarray]:
+    """Upper concave, non-decreasing envelope of (cost, quality) points."""
+    pts = sorted(zip(map(float, costs), map(float, quals)))
+    hull: list[tuple[float, float]] = []
+    for p in pts:
+        if hull and p[1] <= hull[-1][1]:  # dominated: costs more, no better
+            continue
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:  # hull[-1] under the chord
+                hull.pop()
+            else:
+                break
+        if hull and abs(hull[-1][0] - p[0]) < 1e-15:
+            hull[-1] = p
+        else:
+            hull.append(p)
+    x, y = np.array([h[0] for h in hull]), np.array([h[1] for h in hull])
+    return x, y
+
+
+def env_at(env: tuple[np.ndarray, np.ndarray], c) -> np.ndarray:
+    """Envelope quality at cost ``c`` (-inf below its cheapest point)."""
+    x, y = env
+    c = np.asarray(c, dtype=float)
+    out = np.interp(c, x, y)
+    return np.where(c < x[0] - 1e-12, -np.inf, out)
+
+
+def _area(env, lo: float, hi: float) -> float:
+    if hi <= lo:
+        return float(env_at(env, lo))
+    grid = np.linspace(lo, hi, 501)
+    return float(np.trapezoid(env_at(env, grid), grid) / (hi - lo))
+
+
+def curve_points(pred: np.ndarray, Y: np.ndarray, cost: np.ndarray, lams) -> list[tuple[float, float]]:
+    rows = np.arange(len(Y))
+    pts = []
+    for lam in lams:
+        ch = choose(pred, cost, lam)
+        pts.append((float(cost[ch].mean()), float(Y[rows, ch].mean())))
+    return pts
+
+
+def summarise(router_pts, Y: np.ndarray, cost: np.ndarray, names: list[str]) -> dict:
+    """Areas, gap closed and the comparisons with the best single candidate, on complete rows Y."""
+    means = Y.mean(axis=0)
+    single = envelope(cost, means)
+    oracle_pts = curve_points(Y, Y, cost, lambda_grid(means, cost, 400))
+    oracle = envelope([p[0] for p in oracle_pts] + list(cost), [p[1] for p in oracle_pts] + list(means))
+    rx = [p[0] for p in router_pts]
+    ry = [p[1] for p in router_pts]
+    router = envelope(rx, ry)
+    best = int(np.argmax(means))
+    lo, hi = float(cost.min()), float(cost[best])
+    a_r, a_h, a_o = _area(router, lo, hi), _area(single, lo, hi), _area(oracle, lo, hi)
+    grid = np.linspace(lo, max(hi, lo), 501)
+    margin = env_at(router, grid) - env_at(single, grid)
+    reach = np.nonzero(router[1] >= means[best] - 1e-12)[0]
+    cost_at_best_q = None
+    if len(reach):
+        i = int(reach[0])
+        if i == 0:
+            cost_at_best_q = float(router[0][0])
+        else:
+            (x1, y1), (x2, y2) = (router[0][i - 1], router[1][i - 1]), (router[0][i], router[1][i])
+            cost_at_best_q = float(x1 + (means[best] - y1) * (x2 - x1) / (y2 - y1))
+    return {
+        "prompts": int(len(Y)),
+        "best_single": names[best], "best_single_cost": hi, "best_single_quality": float(means[best]),
+        "cheapest_single": names[int(np.argmin(cost))],
+        "auc_router": a_r, "auc_best_fixed_mix": a_h, "auc_oracle": a_o,
+        "gap_closed": float((a_r - a_h) / (a_o - a_h)) if a_o - a_h > 1e-12 else 0.0,
+        "quality_at_best_single_cost": float(env_at(router, hi)),
+        "cost_at_best_single_quality": cost_at_best_q,
+        "cost_ratio_at_best_single_quality": (cost_at_best_q / hi) if cost_at_best_q is not None and hi > 0 else None,
+        "min_margin_vs_best_fixed_mix": float(np.min(margin)),
+        "router_envelope": {"cost": router[0].tolist(), "quality": router[1].tolist()},
+        "best_fixed_mix": {"cost": single[0].tolist(), "quality": single[1].tolist()},
+        "oracle": {"cost": oracle[0].tolist(), "quality": oracle[1].tolist()},
+    }
+
+
+def sweep_budgets(router: Router, lo: float | None = None, hi: float | None = None) -> list[Budget]:
+    """The cheapest operating point, target budgets from the cheapest candidate's cost up to the
+    best-quality point (``lo``..``hi``, by default from the router's calibration), then best quality."""
+    lo = float(router.cost.min()) if lo is None else lo
+    hi = float(np.max(router.calibration["mean_cost"])) if hi is None else hi
+    cheapest = Budget(cost_weight=float(router.calibration["cost_weight"][-1]))
+    budgets = [Budget(budget=float(b)) for b in np.linspace(lo, hi, N_BUDGETS)]
+    return [cheapest] + budgets + [Budget(best_quality=True)]
+
+
+def evaluate_router(router: Router, ds: Dataset) -> dict:
+    """The ``evaluate`` contract: candidates, >= 20 budget points with every prompt's choice, summary."""
+    ds = ds.restrict(router.names)
+    if not ds.prompts:
+        raise DataError(f"{ds.source}: no prompts to evaluate")
+    z = router.predict_normalised(ds.prompts)
+    cost = np.asarray(ds.cost, dtype=float)
+    complete = ds.complete
+    if complete.sum() == 0:
+        raise DataError(f"{ds.source}: no prompt has a score for every router candidate {router.names}")
+    Y = ds.quality[complete]
+    points, pts = [], []
+    for b in sweep_budgets(router):
+        lam, _ = router.resolve(b)
+        ch = choose(z, router.cost, lam)
+        points.append({"budget": b.budget, "cost_weight": lam,
+                       "choices": {p: router.names[int(c)] for p, c in zip(ds.prompts, ch)}})
+        chc = ch[complete]
+        pts.append((float(cost[chc].mean()), float(Y[np.arange(len(Y)), chc].mean())))
+        points[-1].update(mean_cost=pts[-1][0], mean_quality=pts[-1][1])
+    summary = summarise(pts, Y, cost, router.names)
+    summary["prompts_routed"] = len(ds.prompts)
+    summary["metric"] = ds.metric
+    return {
+        "candidates": {n: {"cost": float(cost[j]), "mean_quality": float(Y[:, j].mean())}
+                       for j, n in enumerate(router.names)},
+        "points": points,
+        "summary": summary,
+    }
+
+
+def cross_validate(ds: Dataset, embedder, predictor: str = "knn", folds: int = 5, seed: int = 0,
+                   progress=None) -> dict:
+    """Prompt-level cross-validation: out-of-fold choices at every budget, pooled over folds."""
+    from .train import check_trainable, embed_prompts, train_router
+
+    ds = check_trainable(ds)
+    keep = np.nonzero(ds.complete)[0]
+    ds = ds.subset(keep)
+    X = embed_prompts(embedder, ds.prompts)
+    n = len(ds.prompts)
+    perm = np.random.default_rng(seed + 1).permutation(n)
+    parts = [perm[i::folds] for i in range(folds)]
+    lo, hi = float(ds.cost.min()), float(ds.cost.max())
+    choices = np.zeros((N_BUDGETS + 2, n), dtype=int)
+    params = []
+    for f, test in enumerate(parts):
+        train = np.setdiff1d(np.arange(n), test)
+        r = train_router(ds.subset(train), embedder, predictor, seed=seed, embeddings=X[train])
+        params.append(r.predictor.state()[1])
+        z = r.predictor.predict(X[test])
+        budgets = sweep_budgets(r, lo, hi)
+        for b_i, b in enumerate(budgets):
+            lam, _ = r.resolve(b)
+            choices[b_i, test] = choose(z, r.cost, lam)
+        if progress:
+            progress(f + 1, folds)
+    Y, cost = ds.quality, ds.cost
+    rows = np.arange(n)
+    pts = [(float(cost[ch].mean()), float(Y[rows, ch].mean())) for ch in choices]
+    summary = summarise(pts, Y, cost, ds.candidates)
+    summary.update(predictor=predictor, folds=folds, metric=ds.metric, fold_params=params)
+    return {
+        "candidates": {c: {"cost": float(cost[j]), "mean_quality": float(Y[:, j].mean())}
+                       for j, c in enumerate(ds.candidates)},
+        "points": [{"budget": b.budget, "cost_weight": b.cost_weight, "mean_cost": p[0], "mean_quality": p[1]}
+                   for b, p in zip(budgets, pts)],
+        "summary": summary,
+    }
+
+
+def plot_deferral(result: dict, title: str = "", size=(720, 480)):
+    """Draw a deferral-curve plot from an evaluate/cross_validate result; returns a PIL image."""
+    from PIL import Image, ImageDraw
+
+    W, H = size
+    L, R, T, B = 70, 20, 40, 50
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    s = result["summary"]
+    cands = result["candidates"]
+    xs = [v["cost"] for v in cands.values()] + s["oracle"]["cost"]
+    ys = [v["mean_quality"] for v in cands.values()] + s["oracle"]["quality"] + s["router_envelope"]["quality"]
+    ys += [p["mean_quality"] for p in result["points"] if "mean_quality" in p]
+    x0, x1 = 0.0, max(xs) * 1.05 or 1.0
+    y0, y1 = min(ys), max(ys)
+    pad = (y1 - y0) * 0.08 or 0.1
+    y0, y1 = y0 - pad, y1 + pad
+
+    def P(x, y):
+        return (L + (x - x0) / (x1 - x0) * (W - L - R), H - B - (y - y0) / (y1 - y0) * (H - T - B))
+
+    d.rectangle([L, T, W - R, H - B], outline="black")
+    for i in range(6):
+        gx = x0 + (x1 - x0) * i / 5
+        gy = y0 + (y1 - y0) * i / 5
+        px, _ = P(gx, y0)
+        _, py = P(x0, gy)
+        d.line([px, H - B, px, H - B + 4], fill="black")
+        d.text((px - 12, H - B + 6), f"{gx:.2f}", fill="black")
+        d.line([L - 4, py, L, py], fill="black")
+        d.text((4, py - 6), f"{gy:.3f}", fill="black")
+    d.text((W // 2 - 80, H - 18), "mean cost per image (s)", fill="black")
+    d.text((L, 8), title or f"deferral curve ({s.get('metric', '')})", fill="black")
+
+    def line(xy, color, width=2):
+        pts = [P(x, y) for x, y in zip(xy["cost"], xy["quality"])]
+        if len(pts) == 1:
+            pts = pts * 2
+        d.line(pts, fill=color, width=width)
+
+    line(s["oracle"], (40, 160, 40))
+    line(s["best_fixed_mix"], (150, 150, 150))
+    line(s["router_envelope"], (30, 80, 220), 3)
+    for p in result["points"]:
+        if "mean_quality" in p:
+            x, y = P(p["mean_cost"], p["mean_quality"])
+            d.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(30, 80, 220))
+    for name, v in cands.items():
+        x, y = P(v["cost"], v["mean_quality"])
+        d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(200, 60, 40))
+        d.text((x + 6, y - 6), name, fill=(120, 30, 20))
+    ly = T + 6
+    for label, color in (("router", (30, 80, 220)), ("best fixed mix", (150, 150, 150)), ("oracle", (40, 160, 40))):
+        d.line([W - R - 150, ly + 6, W - R - 120, ly + 6], fill=color, width=3)
+        d.text((W - R - 114, ly), label, fill="black")
+        ly += 16
+    d.text((W - R - 150, ly), f"gap closed {s['gap_closed']:.1%}", fill="black")
+    return img
+
+
+def save_plot(img, path, overwrite: bool = True):
+    from .fileutil import atomic_write
+
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"), overwrite=overwrite)

@@ -1,0 +1,68 @@
+"""Safe file handling: atomic writes, refusal to overwrite, names that stay in their folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import RouterError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrite: bool = False) -> Path:
+    """Write ``path`` through ``write(tmp_path)`` and rename into place.
+
+    The temporary file lives in the destination folder so the rename is atomic. On any
+    failure (including KeyboardInterrupt and ComfyUI's interrupt, which derive from
+    BaseException) the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise RouterError(f"{path} already exists; pass overwrite to replace it")
+    if path.exists() and path.is_dir():
+        raise RouterError(f"{path} is a folder, not a file")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise RouterError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise RouterError(f"output folder {parent} is not writable")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if path.exists() and not overwrite:  # someone else wrote it meanwhile
+            raise RouterError(f"{path} already exists; pass overwrite to replace it")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def safe_child(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
+    """Return ``folder/name`` (adding ``suffix`` if missing), refusing names that escape it.
+
+    Rejects empty names, absolute paths, ``..`` components, path separators and NUL bytes.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise RouterError("name is empty")
+    if "\x00" in name:
+        raise RouterError("name contains a NUL byte")
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise RouterError(f"name {name!r} is an absolute path; give a plain file name")
+    parts = name.replace("\\", "/").split("/")
+    if any(p in ("..", ".") for p in parts) or len(parts) != 1:
+        raise RouterError(f"name {name!r} must be a plain file name without folders or '..'")
+    if suffix and not name.endswith(suffix):
+        name = name + suffix
+    root = Path(folder).resolve()
+    target = (root / name).resolve()
+    if target.parent != root:
+        raise RouterError(f"name {name!r} escapes {root}")
+    return target

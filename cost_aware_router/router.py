@@ -1,0 +1,301 @@
+"""The router: candidates, a quality predictor, the cost-aware choice and its file format.
+
+The choice for a prompt is ``argmax_c  q_c(prompt) - lam * cost_c`` where ``q`` is predicted
+quality in normalised units (z-scores of the training metric) and ``lam`` is in normalised
+quality per second. Budget modes map onto ``lam``:
+
+* ``cost_weight``  -- ``lam`` given directly;
+* ``budget``       -- a target average cost per image; ``lam`` read off the calibration curve
+  (average cost of the choices on out-of-fold training predictions, per ``lam``);
+* ``best_quality`` -- ``lam = 0``;
+* ``max_cost``     -- a hard cap: candidates costing more per image are never chosen;
+* ``force``        -- one named candidate, whatever the predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RouterError, RouterFileError
+from .fileutil import atomic_write
+from .predictors import Predictor, choose, get_predictor_class
+
+FORMAT = "cost_aware_router"
+FORMAT_VERSION = 1
+ROUTER_SUFFIX = ".safetensors"
+
+
+@dataclass
+class Budget:
+    """How to trade quality for cost. At most one of cost_weight / budget / best_quality."""
+
+    cost_weight: float | None = None
+    budget: float | None = None
+    best_quality: bool = False
+    max_cost: float | None = None
+    force: str | None = None
+
+    def __post_init__(self):
+        given = [self.cost_weight is not None, self.budget is not None, bool(self.best_quality)]
+        if sum(given) > 1:
+            raise RouterError("give only one of cost weight, budget (target seconds per image) or best quality")
+        for name in ("cost_weight", "budget", "max_cost"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise RouterError(f"{name.replace('_', ' ')} must be a finite number, got {v!r}")
+            if v < 0:
+                raise RouterError(f"{name.replace('_', ' ')} must be >= 0, got {v:g}")
+        if self.force is not None and not str(self.force).strip():
+            self.force = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.force:
+            return f"forced candidate '{self.force}'"
+        if self.best_quality:
+            parts.append("best quality")
+        elif self.budget is not None:
+            parts.append(f"target average cost {self.budget:g} s/image")
+        elif self.cost_weight is not None:
+            parts.append(f"cost weight {self.cost_weight:g}")
+        else:
+            parts.append("router default budget")
+        if self.max_cost is not None:
+            parts.append(f"cap {self.max_cost:g} s/image")
+        return ", ".join(parts)
+
+
+@dataclass
+class Decision:
+    prompt: str
+    candidate: str
+    config: dict
+    predicted_quality: dict[str, float]
+    cost: dict[str, float]
+    cost_weight: float
+    budget: str
+    explanation: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "prompt": self.prompt, "candidate": self.candidate, "config": self.config,
+            "predicted_quality": self.predicted_quality, "cost": self.cost,
+            "cost_weight": self.cost_weight, "budget": self.budget, **self.extra,
+        }
+
+
+class Router:
+    def __init__(self, candidates: list[dict], predictor: Predictor, embedder_identity: dict, metric: str,
+                 norm: dict, calibration: dict, training: dict | None = None, default_budget: float | None = None):
+        self.candidates = candidates
+        self.names = [c["name"] for c in candidates]
+        self.cost = np.array([float(c["cost"]) for c in candidates], dtype=np.float64)
+        self.predictor = predictor
+        self.embedder_identity = embedder_identity
+        self.metric = metric
+        self.norm = norm
+        self.calibration = calibration
+        self.training = training or {}
+        self.default_budget = default_budget
+        self._embedder = None
+
+    # -- budgets ---------------------------------------------------------------------
+    def lambda_for_budget(self, budget: float) -> float:
+        """Smallest cost weight whose calibrated average cost is within ``budget``."""
+        lams = np.asarray(self.calibration["cost_weight"])
+        costs = np.asarray(self.calibration["mean_cost"])
+        ok = np.nonzero(costs <= budget + 1e-12)[0]
+        if len(ok) == 0:
+            return float(lams[-1])
+        return float(lams[ok[0]])
+
+    def resolve(self, budget: Budget | None) -> tuple[float, np.ndarray | None]:
+        budget = budget or Budget()
+        allowed = None
+        if budget.max_cost is not None:
+            allowed = self.cost <= budget.max_cost + 1e-12
+            if not allowed.any():
+                raise RouterError(
+                    f"no candidate costs at most {budget.max_cost:g} s/image; the cheapest, "
+                    f"'{self.names[int(np.argmin(self.cost))]}', costs {self.cost.min():g}"
+                )
+        if budget.best_quality:
+            lam = 0.0
+        elif budget.cost_weight is not None:
+            lam = float(budget.cost_weight)
+        elif budget.budget is not None:
+            lam = self.lambda_for_budget(float(budget.budget))
+        elif self.default_budget is not None:
+            lam = self.lambda_for_budget(self.default_budget)
+        else:
+            lam = 0.0
+        return lam, allowed
+
+    # -- prediction ------------------------------------------------------------------
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from .embed import get_embedder
+
+            emb = get_embedder(self.embedder_identity.get("spec", "default"))
+            emb.check_identity(self.embedder_identity)
+            self._embedder = emb
+        return self._embedder
+
+    def use_embedder(self, embedder) -> None:
+        embedder.check_identity(self.embedder_identity)
+        self._embedder = embedder
+
+    def predict_normalised(self, prompts: list[str]) -> np.ndarray:
+        return self.predictor.predict(self.embedder.embed(prompts))
+
+    def to_raw(self, z: np.ndarray) -> np.ndarray:
+        return z * self.norm["std"] + self.norm["mean"]
+
+    def route(self, prompts: list[str], budget: Budget | None = None) -> list[Decision]:
+        budget = budget or Budget()
+        if budget.force:
+            if budget.force not in self.names:
+                raise RouterError(f"forced candidate '{budget.force}' is not in the router; it has {self.names}")
+        lam, allowed = self.resolve(budget)
+        z = self.predict_normalised(list(prompts))
+        picks = choose(z, self.cost, lam, allowed)
+        raw = self.to_raw(z)
+        out = []
+        for i, prompt in enumerate(prompts):
+            c = self.names.index(budget.force) if budget.force else int(picks[i])
+            pq = {n: round(float(raw[i, j]), 4) for j, n in enumerate(self.names)}
+            costs = {n: float(self.cost[j]) for j, n in enumerate(self.names)}
+            d = Decision(prompt, self.names[c], dict(self.candidates[c].get("config", {})), pq, costs, lam,
+                         budget.describe())
+            d.explanation = self.explain(d, z[i], allowed, lam)
+            out.append(d)
+        return out
+
+    def explain(self, d: Decision, z: np.ndarray, allowed, lam: float) -> str:
+        lines = [f"chose '{d.candidate}' ({d.budget}; cost weight {lam:.4g} per s)",
+                 f"{'candidate':<24}{'pred ' + self.metric:>16}{'cost s':>10}{'utility':>10}"]
+        for j, n in enumerate(self.names):
+            util = z[j] - lam * self.cost[j]
+            flag = " <" if n == d.candidate else ("  (over cap)" if allowed is not None and not allowed[j] else "")
+            lines.append(f"{n:<24}{d.predicted_quality[n]:>16.3f}{self.cost[j]:>10.3g}{util:>10.3f}{flag}")
+        return "\n".join(lines)
+
+    # -- file format -----------------------------------------------------------------
+    def metadata(self) -> dict:
+        _, params = self.predictor.state()
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "candidates": self.candidates,
+            "embedder": self.embedder_identity,
+            "predictor": {"kind": self.predictor.kind, "params": params},
+            "metric": self.metric, "norm": self.norm,
+            "calibration": self.calibration, "default_budget": self.default_budget,
+            "training": self.training,
+        }
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        from safetensors.numpy import save_file
+
+        tensors, _ = self.predictor.state()
+        tensors = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
+        meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "router": json.dumps(self.metadata())}
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Router:
+        return load_router(path)
+
+
+def _need(cond: bool, path, what: str) -> None:
+    if not cond:
+        raise RouterFileError(f"{path}: {what}")
+
+
+def load_router(path: str | os.PathLike) -> Router:
+    """Load and validate a router file (safetensors with JSON metadata; never pickle)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise RouterFileError(f"router file {path} does not exist")
+    if path.is_dir():
+        raise RouterFileError(f"{path} is a folder, not a router file")
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise RouterFileError(f"{path} is a pickle or torch.save file; router files are safetensors only, "
+                              "and pickles are never loaded")
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            header = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises several types for corrupt files
+        raise RouterFileError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0][:120]})") from None
+    _need(header.get("format") == FORMAT, path, "not a cost-aware router file (no 'format' metadata)")
+    try:
+        version = int(header.get("format_version", "-1"))
+    except ValueError:
+        version = -1
+    _need(version == FORMAT_VERSION, path, f"format version {header.get('format_version')!r}; "
+          f"this version of the pack reads version {FORMAT_VERSION}")
+    try:
+        meta = json.loads(header.get("router", ""))
+    except json.JSONDecodeError as exc:
+        raise RouterFileError(f"{path}: router metadata is not valid JSON ({exc.msg})") from None
+    _need(isinstance(meta, dict), path, "router metadata is not a JSON object")
+    for key in ("candidates", "embedder", "predictor", "metric", "norm", "calibration"):
+        _need(key in meta, path, f"metadata lacks '{key}'")
+    cands = meta["candidates"]
+    _need(isinstance(cands, list) and len(cands) >= 1, path, "'candidates' must be a non-empty list")
+    names = []
+    for c in cands:
+        _need(isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"].strip(), path,
+              "every candidate needs a non-empty 'name'")
+        cost = c.get("cost")
+        _need(isinstance(cost, (int, float)) and not isinstance(cost, bool) and math.isfinite(cost) and cost >= 0,
+              path, f"candidate '{c['name']}' has an invalid cost {cost!r}")
+        _need(isinstance(c.get("config", {}), dict), path, f"candidate '{c['name']}' config must be an object")
+        names.append(c["name"])
+    _need(len(set(names)) == len(names), path, f"duplicate candidate names in {names}")
+    emb = meta["embedder"]
+    _need(isinstance(emb, dict) and isinstance(emb.get("dim"), int) and emb["dim"] > 0, path,
+          "embedder identity lacks a positive 'dim'")
+    norm = meta["norm"]
+    _need(isinstance(norm, dict) and all(isinstance(norm.get(k), (int, float)) for k in ("mean", "std"))
+          and norm["std"] > 0, path, "'norm' needs numeric mean and positive std")
+    cal = meta["calibration"]
+    _need(isinstance(cal, dict) and isinstance(cal.get("cost_weight"), list) and isinstance(cal.get("mean_cost"), list)
+          and len(cal["cost_weight"]) == len(cal["mean_cost"]) and len(cal["cost_weight"]) > 0, path,
+          "'calibration' needs equal, non-empty 'cost_weight' and 'mean_cost' lists")
+    pred = meta["predictor"]
+    _need(isinstance(pred, dict) and isinstance(pred.get("params"), dict), path, "'predictor' needs 'kind' and 'params'")
+    try:
+        pcls = get_predictor_class(pred.get("kind"))
+    except RouterError as exc:
+        raise RouterFileError(f"{path}: {exc}") from None
+    C, d = len(cands), emb["dim"]
+    _need("mu" in tensors and tensors["mu"].shape == (C,), path,
+          f"tensor 'mu' must have shape ({C},) for {C} candidates")
+    shapes = {"knn": {"knn_x": (None, d), "knn_y": (None, C)}, "ridge": {"ridge_w": (d, C)},
+              "mlp": {"mlp.0.weight": (None, d), "mlp.3.weight": (C, None)}}.get(pcls.kind, {})
+    for name, shape in shapes.items():
+        _need(name in tensors, path, f"tensor '{name}' is missing")
+        got = tensors[name].shape
+        ok = len(got) == len(shape) and all(s is None or s == g for s, g in zip(shape, got))
+        _need(ok, path, f"tensor '{name}' has shape {tuple(got)}, expected {tuple(s or '*' for s in shape)} "
+              f"(embedding dim {d}, {C} candidates)")
+    for name, t in tensors.items():
+        _need(np.isfinite(t[~np.isnan(t)] if name == "knn_y" else t).all(), path, f"tensor '{name}' has non-finite values")
+    predictor = pcls.from_state(tensors, pred["params"])
+    return Router(cands, predictor, emb, str(meta["metric"]), norm, cal, meta.get("training"),
+                  meta.get("default_budget"))
