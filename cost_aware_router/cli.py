@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--force", help="always choose this candidate")
 
     def data_flags(sp):
-        sp.add_argument("--skip-bad", action="store_true", help="skip bad rows (reporting how many) instead of stopping")
+        sp.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
         sp.add_argument("--embedder", default=None, help="local transformers model folder (default: all-MiniLM-L6-v2)")
 
     r = sub.add_parser("route", help="choose a candidate for each prompt")

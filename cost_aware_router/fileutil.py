@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .errors import RouterError
 
@@ -30,6 +30,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrit
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual mode
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())

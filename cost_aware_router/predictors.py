@@ -9,7 +9,7 @@ chasing noise. Targets are normalised scores with NaN where a candidate was not 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -122,14 +122,17 @@ class Predictor:
             return first, 0.0
         Yc, lams = Y[complete], lambda_grid(self.mu, cost)
         base = prompt_utility(np.tile(self.mu, (len(Yc), 1)), Yc, cost, lams)
-        best = (first, 0.0, 0.0)
+        best, top = (first, 0.0, 0.0), (first, -np.inf)
         for param, oof in oofs.items():
             for a in ALPHAS[1:]:
                 diff = prompt_utility(self.mu + a * (oof[complete] - self.mu), Yc, cost, lams) - base
                 gain, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+                if gain > top[1]:
+                    top = (param, gain)
                 if gain - SE_MARGIN * se > 0 and gain > best[2]:
                     best = (param, a, gain)
-        return best[0], best[1]
+        # without a significant gain keep alpha = 0 but record the most promising setting
+        return (best[0], best[1]) if best[1] > 0 else (top[0], 0.0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,7 +284,7 @@ class MLPPredictor(Predictor):
                 if n_val:
                     net.eval()
                     with torch.no_grad():
-                        vl = float(((((net(xt[val]) - yt[val]) ** 2) * mt[val]).sum() / mt[val].sum().clamp(min=1)))
+                        vl = float((((net(xt[val]) - yt[val]) ** 2) * mt[val]).sum() / mt[val].sum().clamp(min=1))
                     if vl < best[0]:
                         best = (vl, {k: v.clone() for k, v in net.state_dict().items()}, epoch)
                     elif epoch - best[2] > 20:

@@ -278,7 +278,8 @@ def load_router(path: str | os.PathLike) -> Router:
           and len(cal["cost_weight"]) == len(cal["mean_cost"]) and len(cal["cost_weight"]) > 0, path,
           "'calibration' needs equal, non-empty 'cost_weight' and 'mean_cost' lists")
     pred = meta["predictor"]
-    _need(isinstance(pred, dict) and isinstance(pred.get("params"), dict), path, "'predictor' needs 'kind' and 'params'")
+    _need(isinstance(pred, dict) and isinstance(pred.get("params"), dict), path,
+          "'predictor' needs 'kind' and 'params'")
     try:
         pcls = get_predictor_class(pred.get("kind"))
     except RouterError as exc:
@@ -295,7 +296,8 @@ def load_router(path: str | os.PathLike) -> Router:
         _need(ok, path, f"tensor '{name}' has shape {tuple(got)}, expected {tuple(s or '*' for s in shape)} "
               f"(embedding dim {d}, {C} candidates)")
     for name, t in tensors.items():
-        _need(np.isfinite(t[~np.isnan(t)] if name == "knn_y" else t).all(), path, f"tensor '{name}' has non-finite values")
+        values = t[~np.isnan(t)] if name == "knn_y" else t  # knn_y keeps NaN for unscored cells
+        _need(np.isfinite(values).all(), path, f"tensor '{name}' has non-finite values")
     predictor = pcls.from_state(tensors, pred["params"])
     return Router(cands, predictor, emb, str(meta["metric"]), norm, cal, meta.get("training"),
                   meta.get("default_budget"))

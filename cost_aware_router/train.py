@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -76,12 +76,16 @@ def calibrate(oof_z: np.ndarray, Yz: np.ndarray, cost: np.ndarray, mu: np.ndarra
             "prompts": int(rows.sum())}
 
 
+DEFAULT_TOLERANCE = 0.05  # in standard deviations of the metric
+
+
 def default_budget(cal: dict, Y: np.ndarray, cost: np.ndarray) -> float:
-    """Cheapest calibrated average cost whose realised quality matches the best single candidate."""
+    """Cheapest calibrated average cost whose out-of-fold quality is within DEFAULT_TOLERANCE
+    standard deviations of the best single candidate's: "as good as the best model, for less"."""
     complete = ~np.isnan(Y).any(axis=1)
     means = np.nanmean(Y[complete] if complete.any() else Y, axis=0)
     best = int(np.argmax(means))
-    target = float(means[best])
+    target = float(means[best]) - DEFAULT_TOLERANCE * float(np.nanstd(Y))
     ok = [c for c, q in zip(cal["mean_cost"], cal["mean_quality"]) if q is not None and q >= target - 1e-9]
     return float(min(ok)) if ok else float(cost[best])
 
