@@ -23,6 +23,7 @@ from .errors import RouterError
 DEFAULT_EMBEDDER = "default"
 DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _MAX_TOKENS = 256
+TOKENS_PER_BATCH = 4096  # padded tokens per forward pass
 
 
 def default_model_dir() -> Path:
@@ -101,23 +102,39 @@ class Embedder:
             "fingerprint": _fingerprint(folder),
         }
 
+    def _batches(self, texts: list[str]):
+        """Tokenise once, then group by length under a token budget: little padding, and the
+        attention's memory stays bounded however long the prompts are."""
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_tokens, padding=False)
+        ids, masks = enc["input_ids"], enc["attention_mask"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        group: list[int] = []
+        for i in order:
+            if group and (len(group) + 1) * len(ids[i]) > TOKENS_PER_BATCH or len(group) >= self.batch_size:
+                yield group, self.tokenizer.pad({"input_ids": [ids[j] for j in group],
+                                                 "attention_mask": [masks[j] for j in group]}, return_tensors="pt")
+                group = []
+            group.append(i)
+        if group:
+            yield group, self.tokenizer.pad({"input_ids": [ids[j] for j in group],
+                                             "attention_mask": [masks[j] for j in group]}, return_tensors="pt")
+
     def _encode(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
-        out = []
+        out = np.zeros((len(texts), getattr(self, "dim", 0)), dtype=np.float32) if hasattr(self, "dim") else None
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                chunk = texts[start:start + self.batch_size]
-                enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_tokens,
-                                     return_tensors="pt")
+            for rows, enc in self._batches(texts):
                 if self.kind == "clip":
                     vec = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).text_embeds
                 else:
                     hidden = self.model(**enc).last_hidden_state
                     mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                     vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                vec = torch.nn.functional.normalize(vec.float(), dim=-1)
-                out.append(vec.numpy())
-        return np.concatenate(out, axis=0).astype(np.float32)
+                vec = torch.nn.functional.normalize(vec.float(), dim=-1).numpy()
+                if out is None:
+                    out = np.zeros((len(texts), vec.shape[1]), dtype=np.float32)
+                out[rows] = vec
+        return out
 
     def embed(self, prompts: list[str]) -> np.ndarray:
         """Embeddings [N, dim] for ``prompts``, served from the cache where possible."""
@@ -133,8 +150,7 @@ class Embedder:
                 else:
                     todo.setdefault(p, []).append(i)
         if todo:
-            # Sorting by length keeps padding (and so wasted compute) small in each batch.
-            texts = sorted(todo, key=len)
+            texts = list(todo)
             vecs = self._encode(texts)
             with self._lock:
                 for text, vec in zip(texts, vecs):
