@@ -247,3 +247,22 @@ def save_plot(img, path, overwrite: bool = True):
     from .fileutil import atomic_write
 
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"), overwrite=overwrite)
+
+
+def training_curve(router: Router, ds: Dataset) -> dict:
+    """The deferral curve from a router's own calibration (out-of-fold choices on its training
+    prompts), in the shape ``plot_deferral`` draws; no extra training needed."""
+    ds = ds.restrict(router.names)
+    Y = ds.quality[ds.complete]
+    cost = np.asarray(ds.cost, dtype=float)
+    cal = router.calibration
+    pts = [(c, q) for c, q in zip(cal["mean_cost"], cal["mean_quality"]) if q is not None]
+    summary = summarise(pts, Y, cost, router.names)
+    summary["metric"] = ds.metric
+    return {
+        "candidates": {n: {"cost": float(cost[j]), "mean_quality": float(Y[:, j].mean())}
+                       for j, n in enumerate(router.names)},
+        "points": [{"budget": None, "cost_weight": w, "mean_cost": c, "mean_quality": q}
+                   for w, c, q in zip(cal["cost_weight"], cal["mean_cost"], cal["mean_quality"]) if q is not None],
+        "summary": summary,
+    }

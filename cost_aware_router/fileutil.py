@@ -69,3 +69,26 @@ def safe_child(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
     if target.parent != root:
         raise RouterError(f"name {name!r} escapes {root}")
     return target
+
+
+def resolve_under(path: str | os.PathLike, roots: list[str | os.PathLike], what: str = "folder") -> Path:
+    """Resolve ``path`` (absolute, or relative to the first root) and refuse anything outside ``roots``.
+
+    Symlinks are resolved first, so a link cannot lead out of an allowed root.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise RouterError(f"{what} is empty")
+    if "\x00" in str(path):
+        raise RouterError(f"{what} contains a NUL byte")
+    resolved_roots = [Path(r).resolve() for r in roots]
+    p = Path(path).expanduser()
+    candidates = [p] if p.is_absolute() else [r / p for r in resolved_roots]
+    for cand in candidates:
+        real = cand.resolve()
+        if any(real == r or r in real.parents for r in resolved_roots) and real.exists():
+            return real
+    for cand in candidates:
+        real = cand.resolve()
+        if not any(real == r or r in real.parents for r in resolved_roots):
+            raise RouterError(f"{what} {path} is outside the allowed folders {[str(r) for r in resolved_roots]}")
+    raise RouterError(f"{what} {path} does not exist under {[str(r) for r in resolved_roots]}")

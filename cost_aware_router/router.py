@@ -108,6 +108,31 @@ class Router:
         self.default_budget = default_budget
         self._embedder = None
 
+    # -- matching a pool of candidates ------------------------------------------------
+    def check_candidates(self, labels: list[str], where: str = "pool") -> None:
+        """Raise unless ``labels`` are exactly this router's candidates, listing both sides."""
+        if sorted(labels) != sorted(self.names):
+            missing = [n for n in self.names if n not in labels]
+            extra = [n for n in labels if n not in self.names]
+            raise RouterError(
+                f"router candidates {self.names} do not match {where} candidates {list(labels)}"
+                + (f"; missing from the {where}: {missing}" if missing else "")
+                + (f"; not in the router: {extra}" if extra else "")
+            )
+
+    def with_costs(self, costs: dict[str, float]) -> Router:
+        """A copy that uses measured ``costs`` (seconds per image) for the named candidates."""
+        cands = []
+        for c in self.candidates:
+            cost = costs.get(c["name"])
+            if cost is not None and (not math.isfinite(cost) or cost < 0):
+                raise RouterError(f"cost of '{c['name']}' must be a finite number >= 0, got {cost}")
+            cands.append({**c, "cost": float(cost)} if cost is not None else dict(c))
+        copy = Router(cands, self.predictor, self.embedder_identity, self.metric, self.norm, self.calibration,
+                      self.training, self.default_budget)
+        copy._embedder = self._embedder
+        return copy
+
     # -- budgets ---------------------------------------------------------------------
     def lambda_for_budget(self, budget: float) -> float:
         """Smallest cost weight whose calibrated average cost is within ``budget``."""

@@ -1,0 +1,18 @@
+"""ComfyUI nodes of the Cost-Aware Router pack (V3 schema). Thin: all logic is in the core package."""
+
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+from .candidates import CandidateNode
+from .common import register_folders
+from .pool import CandidatePoolNode
+from .route import CostAwareRouterNode
+from .train import TrainRouterNode
+
+register_folders()
+
+
+class CostAwareRouterExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [CandidateNode, CandidatePoolNode, CostAwareRouterNode, TrainRouterNode]

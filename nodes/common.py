@@ -1,0 +1,51 @@
+"""Shared pieces of the nodes: custom types, the router_weights model folder, allowed data roots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import folder_paths
+from comfy_api.latest import io
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_WEIGHTS = PACK_DIR / "router_weights"
+FOLDER = "router_weights"
+CATEGORY = "cost-aware router"
+NODE_PREFIX = "CostAwareRouter"
+DATA_ROOTS_ENV = "COST_AWARE_ROUTER_DATA_ROOTS"
+
+Candidates = io.Custom("COST_AWARE_CANDIDATES")
+Pool = io.Custom("COST_AWARE_POOL")
+
+
+def register_folders() -> None:
+    """``router_weights``: ComfyUI's models/router_weights (where training saves) and the pack's own."""
+    user_dir = os.path.join(folder_paths.models_dir, FOLDER)
+    paths, exts = folder_paths.folder_names_and_paths.get(FOLDER, ([], set()))
+    paths = list(paths)
+    for p in (user_dir, str(PACK_WEIGHTS)):
+        if p not in paths:
+            paths.append(p)
+    folder_paths.folder_names_and_paths[FOLDER] = (paths, set(exts) | {".safetensors"})
+
+
+def router_files() -> list[str]:
+    return sorted(folder_paths.get_filename_list(FOLDER))
+
+
+def save_dir() -> Path:
+    """The first router_weights folder (models/router_weights unless configured otherwise)."""
+    d = Path(folder_paths.get_folder_paths(FOLDER)[0])
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def data_roots() -> list[str]:
+    """Folders the training node may read: ComfyUI's input, output and user directories, or the
+    owner's own list in the COST_AWARE_ROUTER_DATA_ROOTS environment variable (os.pathsep-separated)."""
+    configured = [p for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    if configured:
+        return configured
+    return [folder_paths.get_input_directory(), folder_paths.get_output_directory(),
+            folder_paths.get_user_directory()]
