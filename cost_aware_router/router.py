@@ -255,16 +255,17 @@ def load_router(path: str | os.PathLike) -> Router:
         raise RouterFileError(f"router file {path} does not exist")
     if path.is_dir():
         raise RouterFileError(f"{path} is a folder, not a router file")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        raise RouterFileError(f"{path} is a pickle or torch.save file; router files are safetensors only, "
-                              "and pickles are never loaded")
     try:
         with safe_open(str(path), framework="numpy") as fh:
             header = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises several types for corrupt files
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        # only a file safetensors cannot parse is looked at as a pickle: a valid header may start with 0x80
+        if head[:1] == b"\x80" or head == b"PK":
+            raise RouterFileError(f"{path} is a pickle or torch.save file; router files are safetensors only, "
+                                  "and pickles are never loaded") from None
         raise RouterFileError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0][:120]})") from None
     _need(header.get("format") == FORMAT, path, "not a cost-aware router file (no 'format' metadata)")
     try:

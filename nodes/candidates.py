@@ -55,4 +55,4 @@ class CandidateNode(io.ComfyNode):
             raise ValueError(f"Router Candidate: label '{label}' is used twice in the chain")
         chain.append({"label": label, "checkpoint": ckpt_name, "steps": int(steps), "cfg": float(cfg),
                       "sampler": sampler_name, "scheduler": scheduler, "cost": float(cost) or None})
-        return io.NodeOutput(chain, ui=ui.PreviewText("\n".join(describe(c) for c in chain)))
+        return io.NodeOutput(chain, ui=ui.PreviewText(describe(chain[-1])))

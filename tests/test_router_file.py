@@ -147,3 +147,15 @@ def test_names_cannot_escape_their_folder(tmp_path, name):
 def test_plain_names_get_the_suffix(tmp_path):
     assert safe_child(tmp_path, "mine", ".safetensors") == (tmp_path / "mine.safetensors").resolve()
     assert safe_child(tmp_path, "mine.safetensors", ".safetensors").name == "mine.safetensors"
+
+
+def test_header_length_starting_with_0x80_is_not_mistaken_for_a_pickle(agiqa_router_file, tmp_path):
+    """A safetensors file starts with its header length (little-endian); 0x80 there is legitimate."""
+    for pad in range(0, 2048):
+        path = _rewrite(agiqa_router_file, tmp_path / "pad.safetensors",
+                        mutate_meta=lambda m, h, pad=pad: h.update(padding="x" * pad))
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("could not produce a header length starting with 0x80")
+    assert load_router(path).names == load_router(agiqa_router_file).names

@@ -1,0 +1,198 @@
+"""Drive a real, headless ComfyUI for the end-to-end tests and benchmarks.
+
+ComfyUI is found through COMFYUI_DIR (its checkout) and COMFYUI_PYTHON (the python of its venv).
+The pack and the test checkpoints stay outside ComfyUI's tree: an extra_model_paths.yaml adds a
+checkpoints folder, a router_weights folder and a custom_nodes folder that links to this repo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+from ui_to_api import ui_to_api  # noqa: E402
+
+CHECKPOINT_NAMES = ("v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors",
+                    "sd_xl_turbo_1.0_fp16.safetensors", "v2-1_768-ema-pruned.safetensors",
+                    "alt_a.safetensors", "alt_b.safetensors", "plain.safetensors")
+
+
+def comfy_paths() -> tuple[Path, Path] | None:
+    d, py = os.environ.get("COMFYUI_DIR"), os.environ.get("COMFYUI_PYTHON")
+    if not d or not py:
+        return None
+    return Path(d), Path(py)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Comfy:
+    def __init__(self, comfy_dir: Path, python: Path, root: Path):
+        self.dir, self.python, self.root = comfy_dir, python, root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self.object_info = None
+
+    # -- set-up ----------------------------------------------------------------------
+    def prepare(self) -> None:
+        r = self.root
+        for sub in ("models/checkpoints", "models/router_weights", "custom_nodes", "input", "output", "user", "temp"):
+            (r / sub).mkdir(parents=True, exist_ok=True)
+        (r / "custom_nodes" / "ComfyUI-CostAwareRouter").symlink_to(REPO, target_is_directory=True)
+        tiny = r / "models" / "tiny_sd15.safetensors"
+        subprocess.run([sys.executable, str(HERE / "make_tiny_sd15.py"), str(tiny), "--seed", "0"], check=True,
+                       capture_output=True)
+        for name in CHECKPOINT_NAMES:  # one file, several names: each name is its own checkpoint to ComfyUI
+            (r / "models" / "checkpoints" / name).symlink_to(tiny)
+        (r / "extra_model_paths.yaml").write_text(
+            f"e2e:\n    base_path: {r}\n    checkpoints: models/checkpoints/\n"
+            f"    router_weights: models/router_weights/\n    custom_nodes: custom_nodes/\n")
+
+    def start(self, timeout: float = 180.0) -> None:
+        r = self.root
+        self.log = open(r / "server.log", "w")
+        self.proc = subprocess.Popen(
+            [str(self.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+             "--extra-model-paths-config", str(r / "extra_model_paths.yaml"), "--input-directory", str(r / "input"),
+             "--output-directory", str(r / "output"), "--user-directory", str(r / "user"),
+             "--temp-directory", str(r / "temp"), "--disable-api-nodes", "--disable-auto-launch"],
+            cwd=self.dir, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited early:\n{self.server_log()[-3000:]}")
+            try:
+                self.object_info = self.get("/object_info")
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(1)
+        raise RuntimeError(f"ComfyUI did not answer within {timeout} s:\n{self.server_log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def server_log(self) -> str:
+        return (self.root / "server.log").read_text(errors="replace")
+
+    # -- HTTP ------------------------------------------------------------------------
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def post(self, path: str, data: dict):
+        req = urllib.request.Request(self.url + path, data=json.dumps(data).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def queue(self, prompt: dict) -> str:
+        status, body = self.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+        if status != 200:
+            raise AssertionError(f"/prompt refused ({status}): {json.dumps(body)[:2000]}")
+        return body["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 600.0) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            hist = self.get(f"/history/{prompt_id}")
+            if prompt_id in hist and hist[prompt_id].get("status", {}).get("completed") is not None:
+                entry = hist[prompt_id]
+                if entry["status"].get("status_str") in ("success", "error"):
+                    return entry
+            time.sleep(0.05)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+
+    def run(self, prompt: dict, timeout: float = 600.0) -> dict:
+        return self.wait(self.queue(prompt), timeout)
+
+    def convert(self, ui_workflow: dict) -> dict:
+        api = ui_to_api(ui_workflow, self.object_info)
+        for node in api.values():
+            node.pop("_meta", None)
+        return api
+
+
+def error_message(entry: dict) -> str:
+    for kind, data in entry["status"].get("messages", []):
+        if kind == "execution_error":
+            return data.get("exception_message", "")
+    return ""
+
+
+def texts(entry: dict, node_id: str) -> list[str]:
+    return entry.get("outputs", {}).get(str(node_id), {}).get("text", [])
+
+
+def api_route_graph(candidates, router: str, prompt: str, size: int = 64, budget_mode: str = "best quality",
+                    save_prefix: str = "e2e") -> dict:
+    """An API-format route-and-generate graph: candidates -> pool -> router -> KSampler -> save."""
+    g: dict = {}
+    prev = None
+    for i, (label, ckpt, steps, cfg) in enumerate(candidates, start=1):
+        inputs = {"label": label, "ckpt_name": ckpt, "steps": steps, "cfg": cfg, "sampler_name": "euler",
+                  "scheduler": "normal", "cost": 0.0}
+        if prev:
+            inputs["candidates"] = [prev, 0]
+        g[f"c{i}"] = {"class_type": "CostAwareRouter.Candidate", "inputs": inputs}
+        prev = f"c{i}"
+    g["pool"] = {"class_type": "CostAwareRouter.CandidatePool",
+                 "inputs": {"candidates": [prev, 0], "load_policy": "load on first use", "max_resident": 0}}
+    g["route"] = {"class_type": "CostAwareRouter.Route",
+                  "inputs": {"pool": ["pool", 0], "prompt": prompt, "router": router, "budget_mode": budget_mode,
+                             "budget_value": 1.0, "max_cost": 0.0, "force_candidate": ""}}
+    g.update(sampling_tail(["route", 0], ["route", 1], ["route", 2], prompt, ["route", 3], ["route", 4],
+                           ["route", 5], ["route", 6], size, save_prefix))
+    return g
+
+
+def api_plain_graph(ckpt: str, prompt: str, steps: int, cfg: float, size: int = 64, save_prefix="plain") -> dict:
+    g = {"load": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}}}
+    g.update(sampling_tail(["load", 0], ["load", 1], ["load", 2], prompt, steps, cfg, "euler", "normal", size,
+                           save_prefix))
+    return g
+
+
+def sampling_tail(model, clip, vae, prompt, steps, cfg, sampler, scheduler, size, prefix) -> dict:
+    return {
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": prompt}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "blurry"}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": model, "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
+            "seed": 0, "steps": steps, "cfg": cfg, "sampler_name": sampler, "scheduler": scheduler, "denoise": 1.0}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": vae}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
+    }
+
+
+def copy_data(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, dirs_exist_ok=True)

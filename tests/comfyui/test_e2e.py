@@ -1,0 +1,146 @@
+"""End-to-end tests of the node pack inside a real, headless ComfyUI (CPU, tiny random checkpoints)."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from .harness import REPO, api_route_graph, copy_data, error_message, texts
+
+NODES = ("CostAwareRouter.Candidate", "CostAwareRouter.CandidatePool", "CostAwareRouter.Route",
+         "CostAwareRouter.Train")
+EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
+TIFA = REPO / "tests" / "data" / "tifa_160"
+
+
+def test_nodes_are_listed_with_descriptions_and_tooltips(comfy):
+    for node_id in NODES:
+        info = comfy.object_info[node_id]
+        assert info["description"] and info["category"] == "cost-aware router"
+        for section in ("required", "optional"):
+            for name, spec in info["input"].get(section, {}).items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+    route_out = comfy.object_info["CostAwareRouter.Route"]["output"]
+    # typed so they plug into the core KSampler's combo inputs
+    assert route_out[5] == comfy.object_info["KSampler"]["input"]["required"]["sampler_name"][0]
+    assert route_out[6] == comfy.object_info["KSampler"]["input"]["required"]["scheduler"][0]
+
+
+def test_example_workflows_are_served_as_templates(comfy):
+    served = comfy.get("/api/workflow_templates")
+    names = next(v for k, v in served.items() if "CostAwareRouter" in k)
+    assert sorted(names) == sorted(p.stem for p in EXAMPLES)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_workflow_runs(comfy, path):
+    api = comfy.convert(json.loads(path.read_text()))
+    for node in api.values():  # CPU-sized: tiny latents
+        if node["class_type"] == "EmptyLatentImage":
+            node["inputs"].update(width=64, height=64)
+        if node["class_type"] == "CostAwareRouter.Train":
+            copy_data(TIFA, comfy.root / "input" / node["inputs"]["data_folder"])
+            node["inputs"]["overwrite"] = True
+    entry = comfy.run(api)
+    assert entry["status"]["status_str"] == "success", error_message(entry) or entry["status"]
+    outputs = entry["outputs"]
+    if path.stem == "route_and_generate":
+        saved = [img for out in outputs.values() for img in out.get("images", []) if img["type"] == "output"]
+        assert len(saved) == 1 and (comfy.root / "output" / saved[0]["filename"]).is_file()
+        why = [t for out in outputs.values() for t in out.get("text", []) if t.startswith("chose '")]
+        assert why and re.search(r"chose '(sd15-50|sd15-10|sd15-50-lowcfg|sd15-50-highcfg|sdxl-50)'", why[0])
+    else:
+        name = api[next(k for k, v in api.items() if v["class_type"] == "CostAwareRouter.Train")]["inputs"]
+        assert (comfy.root / "models" / "router_weights" / f"{name['output_name']}.safetensors").is_file()
+        assert any(img["type"] == "temp" for out in outputs.values() for img in out.get("images", []))
+
+
+def _alternating_router(comfy):
+    """A router trained (by the core) on synthetic ratings where cat prompts favour one candidate and
+    car prompts the other, at equal cost."""
+    from cost_aware_router.data import Dataset
+    from cost_aware_router.embed import get_embedder
+    from cost_aware_router.train import train_router
+
+    rng = np.random.default_rng(0)
+    cats = [f"a photo of a {c} cat {w}" for c in ("grey", "black", "ginger", "white") for w in
+            ("sleeping", "playing", "on a sofa", "in the garden", "at night", "in the snow")]
+    cars = [f"a {c} sports car {w}" for c in ("red", "blue", "yellow", "green") for w in
+            ("on a race track", "in the city", "at sunset", "in the rain", "parked", "on a mountain road")]
+    prompts = cats + cars
+    q = np.array([[1.0, 0.0]] * len(cats) + [[0.0, 1.0]] * len(cars)) + rng.normal(scale=0.1, size=(len(prompts), 2))
+    ds = Dataset(prompts, ["cats", "cars"], q, np.ones_like(q), np.array([1.0, 1.0]), {})
+    router = train_router(ds, get_embedder(), "knn")
+    router.save(comfy.root / "models" / "router_weights" / "alternating.safetensors", overwrite=True)
+    return "alternating.safetensors"
+
+
+def test_twenty_alternating_prompts_load_each_checkpoint_once(comfy):
+    router = _alternating_router(comfy)
+    cands = [("cats", "alt_a.safetensors", 2, 7.0), ("cars", "alt_b.safetensors", 3, 7.0)]
+    chosen = []
+    for i in range(20):
+        prompt = f"a photo of a tabby cat, number {i}" if i % 2 == 0 else f"a red sports car on a highway, number {i}"
+        entry = comfy.run(api_route_graph(cands, router, prompt, save_prefix="alt"))
+        assert entry["status"]["status_str"] == "success", error_message(entry)
+        text = texts(entry, "route")[0]
+        chosen.append(re.match(r"chose '(\w+)'", text).group(1))
+    assert chosen == ["cats", "cars"] * 10
+    assert "alt_a.safetensors x1" in text and "alt_b.safetensors x1" in text
+    log = comfy.server_log()
+    assert log.count("loaded checkpoint 'alt_a.safetensors'") == 1
+    assert log.count("loaded checkpoint 'alt_b.safetensors'") == 1
+
+
+def test_mismatched_router_and_pool_fail_with_both_sides(comfy):
+    cands = [("fast", "v1-5-pruned-emaonly.safetensors", 2, 7.0), ("slow", "sd_xl_base_1.0.safetensors", 3, 7.0)]
+    entry = comfy.run(api_route_graph(cands, "default.safetensors", "a lighthouse"))
+    assert entry["status"]["status_str"] == "error"
+    msg = error_message(entry)
+    assert "do not match pool candidates ['fast', 'slow']" in msg and "sdxl-50" in msg
+    assert "missing from the pool" in msg and "not in the router: ['fast', 'slow']" in msg
+
+
+def _train_graph(data_folder, name, predictor="knn", overwrite=True):
+    return {"train": {"class_type": "CostAwareRouter.Train", "inputs": {
+        "data_folder": data_folder, "predictor": predictor, "metric": "score", "output_name": name,
+        "overwrite": overwrite, "skip_bad_rows": False}},
+        "show": {"class_type": "PreviewImage", "inputs": {"images": ["train", 2]}}}
+
+
+def test_training_node_writes_a_router_the_routing_node_uses(comfy):
+    copy_data(TIFA, comfy.root / "input" / "tifa")
+    entry = comfy.run(_train_graph("tifa", "e2e_trained", "ridge"))
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    assert (comfy.root / "models" / "router_weights" / "e2e_trained.safetensors").is_file()
+    cands = [("sd11-50", "v1-5-pruned-emaonly.safetensors", 2, 7.0),
+             ("sd15-50", "v1-5-pruned-emaonly.safetensors", 3, 7.0),
+             ("sd21-50", "v2-1_768-ema-pruned.safetensors", 2, 7.0)]
+    entry = comfy.run(api_route_graph(cands, "e2e_trained.safetensors", "two dogs playing in a park",
+                                      budget_mode="router default"))
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    assert re.match(r"chose '(sd11-50|sd15-50|sd21-50)'", texts(entry, "route")[0])
+
+
+@pytest.mark.parametrize("folder, name, message", [
+    ("/etc", "x", "outside the allowed folders"),
+    ("../../", "x", "outside the allowed folders"),
+    ("no_such_folder", "x", "does not exist"),
+    ("tifa", "../escape", "must be a plain file name"),
+    ("tifa", "/tmp/abs", "absolute path"),
+])
+def test_training_node_refuses_unsafe_paths(comfy, folder, name, message):
+    copy_data(TIFA, comfy.root / "input" / "tifa")
+    entry = comfy.run(_train_graph(folder, name))
+    assert entry["status"]["status_str"] == "error"
+    assert message in error_message(entry)
+
+
+def test_training_node_does_not_overwrite_unless_asked(comfy):
+    copy_data(TIFA, comfy.root / "input" / "tifa")
+    target = comfy.root / "models" / "router_weights" / "keep_me.safetensors"
+    target.write_bytes(b"precious")
+    entry = comfy.run(_train_graph("tifa", "keep_me", overwrite=False))
+    assert entry["status"]["status_str"] == "error" and "already exists" in error_message(entry)
+    assert target.read_bytes() == b"precious"
