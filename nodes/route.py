@@ -35,6 +35,18 @@ def get_router(name: str) -> Router:
         return _ROUTERS[path][1]
 
 
+def show_on_node(text: str, node_id) -> None:
+    """Draw the decision on the node itself (ComfyUI's text-on-node channel), besides the ui text."""
+    if not node_id:
+        return
+    try:
+        from server import PromptServer
+
+        PromptServer.instance.send_progress_text(text, node_id)
+    except Exception:  # headless or older ComfyUI: the ui text and the explanation output remain
+        pass
+
+
 def make_budget(mode: str, value: float, max_cost: float, force: str) -> Budget:
     kw = {"max_cost": max_cost if max_cost > 0 else None, "force": force.strip() or None}
     if mode == TARGET:
@@ -56,6 +68,7 @@ class CostAwareRouterNode(io.ComfyNode):
             category=CATEGORY,
             description="Predicts every candidate's quality for this prompt and picks the one with the best "
                         "predicted quality minus cost weight x cost; outputs its model and sampler settings.",
+            hidden=[io.Hidden.unique_id],
             inputs=[
                 Pool.Input("pool", tooltip="Candidate Pool whose labels match the router file's candidates."),
                 io.String.Input("prompt", multiline=True, default="",
@@ -98,5 +111,6 @@ class CostAwareRouterNode(io.ComfyNode):
         cand = pool.candidates[decision.candidate]
         model, clip, vae = pool.load(decision.candidate)
         text = decision.explanation + "\n" + pool.report()
+        show_on_node(text, cls.hidden.unique_id if cls.hidden else None)
         return io.NodeOutput(model, clip, vae, cand["steps"], cand["cfg"], cand["sampler"], cand["scheduler"],
                              decision.candidate, text, ui=ui.PreviewText(text))

@@ -22,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
 
 from ui_to_api import ui_to_api  # noqa: E402
 
@@ -196,3 +197,28 @@ def sampling_tail(model, clip, vae, prompt, steps, cfg, sampler, scheduler, size
 
 def copy_data(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def alternating_prompt(i: int) -> str:
+    return f"a photo of a tabby cat, number {i}" if i % 2 == 0 else f"a red sports car on a highway, number {i}"
+
+
+def train_alternating_router(folder: Path, name: str = "alternating.safetensors") -> str:
+    """A router trained (by the core) on synthetic ratings where cat prompts favour candidate 'cats'
+    and car prompts candidate 'cars', at equal cost: it sends alternating_prompt(i) alternately."""
+    import numpy as np
+
+    from cost_aware_router.data import Dataset
+    from cost_aware_router.embed import get_embedder
+    from cost_aware_router.train import train_router
+
+    rng = np.random.default_rng(0)
+    cats = [f"a photo of a {c} cat {w}" for c in ("grey", "black", "ginger", "white") for w in
+            ("sleeping", "playing", "on a sofa", "in the garden", "at night", "in the snow")]
+    cars = [f"a {c} sports car {w}" for c in ("red", "blue", "yellow", "green") for w in
+            ("on a race track", "in the city", "at sunset", "in the rain", "parked", "on a mountain road")]
+    prompts = cats + cars
+    q = np.array([[1.0, 0.0]] * len(cats) + [[0.0, 1.0]] * len(cars)) + rng.normal(scale=0.1, size=(len(prompts), 2))
+    ds = Dataset(prompts, ["cats", "cars"], q, np.ones_like(q), np.array([1.0, 1.0]), {})
+    train_router(ds, get_embedder(), "knn").save(folder / name, overwrite=True)
+    return name

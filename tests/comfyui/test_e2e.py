@@ -3,10 +3,17 @@
 import json
 import re
 
-import numpy as np
 import pytest
 
-from .harness import REPO, api_route_graph, copy_data, error_message, texts
+from .harness import (
+    REPO,
+    alternating_prompt,
+    api_route_graph,
+    copy_data,
+    error_message,
+    texts,
+    train_alternating_router,
+)
 
 NODES = ("CostAwareRouter.Candidate", "CostAwareRouter.CandidatePool", "CostAwareRouter.Route",
          "CostAwareRouter.Train")
@@ -56,32 +63,12 @@ def test_example_workflow_runs(comfy, path):
         assert any(img["type"] == "temp" for out in outputs.values() for img in out.get("images", []))
 
 
-def _alternating_router(comfy):
-    """A router trained (by the core) on synthetic ratings where cat prompts favour one candidate and
-    car prompts the other, at equal cost."""
-    from cost_aware_router.data import Dataset
-    from cost_aware_router.embed import get_embedder
-    from cost_aware_router.train import train_router
-
-    rng = np.random.default_rng(0)
-    cats = [f"a photo of a {c} cat {w}" for c in ("grey", "black", "ginger", "white") for w in
-            ("sleeping", "playing", "on a sofa", "in the garden", "at night", "in the snow")]
-    cars = [f"a {c} sports car {w}" for c in ("red", "blue", "yellow", "green") for w in
-            ("on a race track", "in the city", "at sunset", "in the rain", "parked", "on a mountain road")]
-    prompts = cats + cars
-    q = np.array([[1.0, 0.0]] * len(cats) + [[0.0, 1.0]] * len(cars)) + rng.normal(scale=0.1, size=(len(prompts), 2))
-    ds = Dataset(prompts, ["cats", "cars"], q, np.ones_like(q), np.array([1.0, 1.0]), {})
-    router = train_router(ds, get_embedder(), "knn")
-    router.save(comfy.root / "models" / "router_weights" / "alternating.safetensors", overwrite=True)
-    return "alternating.safetensors"
-
-
 def test_twenty_alternating_prompts_load_each_checkpoint_once(comfy):
-    router = _alternating_router(comfy)
+    router = train_alternating_router(comfy.root / "models" / "router_weights")
     cands = [("cats", "alt_a.safetensors", 2, 7.0), ("cars", "alt_b.safetensors", 3, 7.0)]
     chosen = []
     for i in range(20):
-        prompt = f"a photo of a tabby cat, number {i}" if i % 2 == 0 else f"a red sports car on a highway, number {i}"
+        prompt = alternating_prompt(i)
         entry = comfy.run(api_route_graph(cands, router, prompt, save_prefix="alt"))
         assert entry["status"]["status_str"] == "success", error_message(entry)
         text = texts(entry, "route")[0]
@@ -144,3 +131,24 @@ def test_training_node_does_not_overwrite_unless_asked(comfy):
     entry = comfy.run(_train_graph("tifa", "keep_me", overwrite=False))
     assert entry["status"]["status_str"] == "error" and "already exists" in error_message(entry)
     assert target.read_bytes() == b"precious"
+
+
+def test_interrupted_training_leaves_no_file(comfy):
+    import time
+
+    copy_data(REPO / "tests" / "data" / "agiqa_3k", comfy.root / "input" / "agiqa")
+    comfy.post("/free", {"unload_models": False})
+    pid = comfy.queue(_train_graph("agiqa", "interrupted", "mlp"))
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the training node is running, then interrupt it
+        running = comfy.get("/queue")["queue_running"]
+        if running and running[0][1] == pid:
+            time.sleep(1.0)
+            comfy.post("/interrupt", {})
+            break
+        time.sleep(0.05)
+    entry = comfy.wait(pid)
+    kinds = [m[0] for m in entry["status"]["messages"]]
+    assert "execution_interrupted" in kinds, kinds
+    leftovers = [p.name for p in (comfy.root / "models" / "router_weights").iterdir() if "interrupted" in p.name]
+    assert leftovers == []
