@@ -160,6 +160,21 @@ def cmd_export_table(args) -> int:
     return 0
 
 
+def cmd_collect(args) -> int:
+    import os
+
+    from .collect import collect, read_candidates, read_prompts
+
+    scorer = args.scorer or os.environ.get("COST_AWARE_ROUTER_SCORER")
+    if not scorer:
+        raise RouterError("no scorer: pass --scorer MODEL_DIR (a local CLIP or PickScore folder) "
+                          "or set COST_AWARE_ROUTER_SCORER")
+    counts = collect(read_prompts(args.prompts), read_candidates(args.candidates), args.out, scorer,
+                     args.scorer_kind, seeds=args.seeds, size=args.size)
+    print(f"{args.out}: wrote {counts['written']} generation(s), skipped {counts['skipped']} already there")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .predictors import PREDICTORS
     from .train import DEFAULT_PREDICTOR
@@ -220,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--plot")
     data_flags(c)
     c.set_defaults(func=cmd_cv)
+
+    k = sub.add_parser("collect", help="generate, time and score images with diffusers into a scored folder")
+    k.add_argument("--prompts", required=True, help="UTF-8 text file, one prompt per line")
+    k.add_argument("--candidates", required=True, help="TOML file of [[candidate]] tables")
+    k.add_argument("--out", required=True, help="scored-generations folder to write (resumed if it exists)")
+    k.add_argument("--scorer", help="local CLIP / PickScore model folder (default $COST_AWARE_ROUTER_SCORER)")
+    k.add_argument("--scorer-kind", default="clipscore", choices=["clipscore", "pickscore"])
+    k.add_argument("--seeds", type=int, default=1)
+    k.add_argument("--size", type=int, default=512)
+    k.set_defaults(func=cmd_collect)
 
     x = sub.add_parser("export-table", help="write a shared/data rating table as a scored-generations folder")
     x.add_argument("table")
