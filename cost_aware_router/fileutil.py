@@ -92,3 +92,18 @@ def resolve_under(path: str | os.PathLike, roots: list[str | os.PathLike], what:
         if not any(real == r or r in real.parents for r in resolved_roots):
             raise RouterError(f"{what} {path} is outside the allowed folders {[str(r) for r in resolved_roots]}")
     raise RouterError(f"{what} {path} does not exist under {[str(r) for r in resolved_roots]}")
+
+
+def child_dir(root: str | os.PathLike, rel: str, create: bool = True) -> Path:
+    """``root/rel`` for a relative folder path that must stay inside ``root`` (created if asked)."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise RouterError("folder name is empty")
+    if "\x00" in rel or os.path.isabs(rel) or rel.startswith(("/", "\\")):
+        raise RouterError(f"folder {rel!r} must be relative to {root}")
+    base = Path(root).resolve()
+    target = (base / rel).resolve()
+    if target != base and base not in target.parents:
+        raise RouterError(f"folder {rel!r} escapes {base}")
+    if create:
+        target.mkdir(parents=True, exist_ok=True)
+    return target

@@ -5,8 +5,12 @@ from typing_extensions import override
 
 from .candidates import CandidateNode
 from .common import register_folders
+from .measure import MeasureCostsNode
 from .pool import CandidatePoolNode
 from .route import CostAwareRouterNode
+from .save import SaveScoredGenerationNode
+from .scorer import QualityScorerNode
+from .sweep import CandidateSweepNode
 from .train import TrainRouterNode
 
 register_folders()
@@ -15,4 +19,5 @@ register_folders()
 class CostAwareRouterExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [CandidateNode, CandidatePoolNode, CostAwareRouterNode, TrainRouterNode]
+        return [CandidateNode, CandidatePoolNode, CostAwareRouterNode, TrainRouterNode, QualityScorerNode,
+                MeasureCostsNode, CandidateSweepNode, SaveScoredGenerationNode]

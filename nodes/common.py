@@ -15,8 +15,11 @@ CATEGORY = "cost-aware router"
 NODE_PREFIX = "CostAwareRouter"
 DATA_ROOTS_ENV = "COST_AWARE_ROUTER_DATA_ROOTS"
 
+SCORER_FOLDER = "clip_scorers"
+
 Candidates = io.Custom("COST_AWARE_CANDIDATES")
 Pool = io.Custom("COST_AWARE_POOL")
+Job = io.Custom("COST_AWARE_JOB")
 
 
 def register_folders() -> None:
@@ -28,6 +31,33 @@ def register_folders() -> None:
         if p not in paths:
             paths.append(p)
     folder_paths.folder_names_and_paths[FOLDER] = (paths, set(exts) | {".safetensors"})
+    register_scorer_folder()
+
+
+def register_scorer_folder() -> None:
+    paths, exts = folder_paths.folder_names_and_paths.get(SCORER_FOLDER, ([], set()))
+    user_dir = os.path.join(folder_paths.models_dir, SCORER_FOLDER)
+    folder_paths.folder_names_and_paths[SCORER_FOLDER] = (list(paths) + ([user_dir] if user_dir not in paths else []),
+                                                          set(exts))
+
+
+def scorer_models() -> list[str]:
+    """Sub-folders of models/clip_scorers that hold a transformers model (config.json)."""
+    names = set()
+    for root in folder_paths.get_folder_paths(SCORER_FOLDER):
+        if os.path.isdir(root):
+            names.update(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
+    return sorted(names)
+
+
+def scorer_path(name: str) -> str:
+    for root in folder_paths.get_folder_paths(SCORER_FOLDER):
+        path = os.path.join(root, name)
+        if os.path.isfile(os.path.join(path, "config.json")) and os.path.dirname(os.path.abspath(path)) == \
+                os.path.abspath(root):
+            return path
+    raise FileNotFoundError(f"scorer model '{name}' is not a folder with config.json in "
+                            f"{folder_paths.get_folder_paths(SCORER_FOLDER)}")
 
 
 def router_files() -> list[str]:

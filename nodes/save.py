@@ -1,0 +1,63 @@
+"""Save scored generation: the PNG (ComfyUI's workflow metadata + our record) and its row, atomically."""
+
+from __future__ import annotations
+
+import json
+
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..cost_aware_router.errors import RouterError
+from ..cost_aware_router.fileutil import child_dir
+from ..cost_aware_router.store import GenerationStore, png_bytes, record_text_chunk
+from .common import CATEGORY, NODE_PREFIX, Job
+
+
+class SaveScoredGenerationNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id=f"{NODE_PREFIX}.SaveScoredGeneration",
+            display_name="Save Scored Generation",
+            category=CATEGORY,
+            description="Writes the image (with ComfyUI's workflow metadata and a cost_aware_router record) and "
+                        "appends its row to generations.jsonl in one atomic step; a (prompt, candidate, seed) "
+                        "already in the folder is skipped. The folder is what Train Cost-Aware Router reads.",
+            is_output_node=True,
+            inputs=[
+                io.Image.Input("images", tooltip="The generated image (the first of a batch is saved)."),
+                Job.Input("job", tooltip="From Candidate Sweep: prompt, label, seed, settings and cost."),
+                io.Float.Input("score", force_input=True,
+                               tooltip="Quality score: the Quality Scorer's or any other pack's FLOAT."),
+                io.String.Input("folder", default="scored_generations",
+                                tooltip="Folder inside ComfyUI's output folder."),
+                io.String.Input("metric", default="clipscore",
+                                tooltip="Name the score is also stored under in the row's 'scores'."),
+            ],
+            outputs=[],
+        )
+
+    @classmethod
+    def execute(cls, images, job, score, folder, metric) -> io.NodeOutput:
+        if job.get("cost") is None:
+            raise RouterError(f"candidate '{job['label']}' has no cost: run Measure Candidate Costs on the pool or "
+                              "set its cost on the Router Candidate node")
+        store = GenerationStore(child_dir(folder_paths.get_output_directory(), folder))
+        record = {"prompt": job["prompt"], "candidate": job["label"], "score": float(score), "cost": job["cost"],
+                  "scores": {metric.strip() or "score": float(score)}, "seed": job["seed"],
+                  "checkpoint": job["checkpoint"], "steps": job["steps"], "cfg": job["cfg"],
+                  "sampler": job["sampler"], "scheduler": job["scheduler"]}
+        image = images[0].detach().cpu().float().numpy()
+        meta = {}
+        if cls.hidden is not None and cls.hidden.prompt is not None:
+            meta["prompt"] = json.dumps(cls.hidden.prompt)
+        if cls.hidden is not None and cls.hidden.extra_pnginfo:
+            meta.update({k: json.dumps(v) for k, v in cls.hidden.extra_pnginfo.items()})
+        written = store.add(record, lambda rec: png_bytes(image, {**meta, **record_text_chunk(rec)}))
+        rel = store.folder.relative_to(folder_paths.get_output_directory()).as_posix()
+        if written is None:
+            text = f"skipped: ({job['prompt'][:40]!r}, {job['label']}, seed {job['seed']}) is already in {rel}"
+            return io.NodeOutput(ui=ui.PreviewText(text))
+        text = f"{job['label']} seed {job['seed']}: score {score:.4g}, cost {job['cost']:.3g} s"
+        return io.NodeOutput(ui={"images": [{"filename": written["image"], "subfolder": rel, "type": "output"}],
+                                 "text": [text]})

@@ -1,0 +1,98 @@
+"""Candidate sweep: every prompt x seed x candidate as list outputs (downstream nodes run per item)."""
+
+from __future__ import annotations
+
+import comfy.samplers
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..cost_aware_router.errors import RouterError
+from ..cost_aware_router.fileutil import child_dir, resolve_under
+from ..cost_aware_router.store import GenerationStore
+from .common import CATEGORY, NODE_PREFIX, Job, Pool
+
+SamplerName = io.Custom(comfy.samplers.KSampler.SAMPLERS)
+SchedulerName = io.Custom(comfy.samplers.KSampler.SCHEDULERS)
+
+
+def sweep_prompts(text: str, prompts_file: str) -> list[str]:
+    prompts = [p.strip() for p in (text or "").splitlines() if p.strip()]
+    if prompts_file and prompts_file.strip():
+        path = resolve_under(prompts_file, [folder_paths.get_input_directory()], "prompts file")
+        try:
+            prompts += [p.strip() for p in path.read_text(encoding="utf-8").splitlines() if p.strip()]
+        except UnicodeDecodeError as exc:
+            raise RouterError(f"prompts file {path} is not valid UTF-8 (byte {exc.start})") from None
+    prompts = list(dict.fromkeys(prompts))
+    if not prompts:
+        raise RouterError("Candidate Sweep: no prompts (type one per line or name a prompts file)")
+    return prompts
+
+
+def existing(folder: str) -> set:
+    if not folder.strip():
+        return set()
+    path = child_dir(folder_paths.get_output_directory(), folder, create=False)
+    return GenerationStore(path, create=False).keys() if path.is_dir() else set()
+
+
+class CandidateSweepNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        out = dict(is_output_list=True)
+        return io.Schema(
+            node_id=f"{NODE_PREFIX}.CandidateSweep",
+            display_name="Candidate Sweep",
+            category=CATEGORY,
+            description="For each prompt and seed, runs every candidate of the pool: list outputs, so the "
+                        "downstream KSampler, decoder, scorer and save node run once per generation. "
+                        "Generations already in the output folder are skipped, so a rerun resumes.",
+            inputs=[
+                Pool.Input("pool", tooltip="Candidate Pool (ideally after Measure Candidate Costs)."),
+                io.String.Input("prompts", multiline=True, default="",
+                                tooltip="One prompt per line."),
+                io.String.Input("prompts_file", default="",
+                                tooltip="Optional text file (one prompt per line) in ComfyUI's input folder."),
+                io.Int.Input("seeds", default=1, min=1, max=1000, tooltip="Seeds per prompt."),
+                io.Int.Input("seed_start", default=0, min=0, max=2**31 - 1, tooltip="First seed; then +1, +2, ..."),
+                io.String.Input("output_folder", default="scored_generations",
+                                tooltip="Folder (in ComfyUI's output folder) the save node writes; generations "
+                                        "already there are skipped. Empty = skip nothing."),
+            ],
+            outputs=[
+                io.Model.Output("model", display_name="MODEL", tooltip="Model of each generation.", **out),
+                io.Clip.Output("clip", display_name="CLIP", tooltip="CLIP of each generation.", **out),
+                io.Vae.Output("vae", display_name="VAE", tooltip="VAE of each generation.", **out),
+                io.String.Output("prompt", display_name="prompt", tooltip="Prompt of each generation.", **out),
+                io.Int.Output("seed", display_name="seed", tooltip="Seed of each generation.", **out),
+                io.Int.Output("steps", display_name="steps", tooltip="Steps of each generation.", **out),
+                io.Float.Output("cfg", display_name="cfg", tooltip="CFG of each generation.", **out),
+                SamplerName.Output("sampler_name", display_name="sampler_name", tooltip="Sampler.", **out),
+                SchedulerName.Output("scheduler", display_name="scheduler", tooltip="Scheduler.", **out),
+                Job.Output("job", display_name="job",
+                           tooltip="Label, settings and cost of each generation, for the save node.", **out),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, pool, prompts, prompts_file, seeds, seed_start, output_folder) -> io.NodeOutput:
+        done = existing(output_folder)
+        jobs = []
+        for prompt in sweep_prompts(prompts, prompts_file):
+            for seed in range(seed_start, seed_start + seeds):
+                for label, c in pool.candidates.items():
+                    if (prompt, label, seed) not in done:
+                        jobs.append({"prompt": prompt, "label": label, "seed": seed, **c})
+        if not jobs:
+            raise RouterError(f"Candidate Sweep: nothing to do, every generation is already in '{output_folder}'")
+        cols: dict[str, list] = {k: [] for k in ("model", "clip", "vae")}
+        for j in jobs:
+            model, clip, vae = pool.load(j["label"])
+            cols["model"].append(model)
+            cols["clip"].append(clip)
+            cols["vae"].append(vae)
+        text = f"{len(jobs)} generation(s) to run" + (f", {len(done)} already in '{output_folder}'" if done else "")
+        return io.NodeOutput(cols["model"], cols["clip"], cols["vae"], [j["prompt"] for j in jobs],
+                             [j["seed"] for j in jobs], [j["steps"] for j in jobs], [j["cfg"] for j in jobs],
+                             [j["sampler"] for j in jobs], [j["scheduler"] for j in jobs], jobs,
+                             ui=ui.PreviewText(text))
