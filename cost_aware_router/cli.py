@@ -12,9 +12,27 @@ import sys
 from pathlib import Path
 
 from .errors import RouterError
+from .fileutil import check_writable
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTER = PACK_DIR / "router_weights" / "default.safetensors"
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _folds(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"cross-validation needs at least 2 folds, got {value}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,8 +50,15 @@ def _budget(args):
 
 def _read_prompts(args) -> list[str]:
     prompts = list(args.prompt or [])
+    for i, p in enumerate(prompts, 1):
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RouterError(f"prompt argument {i} is not valid UTF-8") from None
     if args.prompts_file:
         path = Path(args.prompts_file)
+        if path.is_dir():
+            raise RouterError(f"prompts file {path} is a folder, not a file")
         if not path.is_file():
             raise RouterError(f"prompts file {path} does not exist")
         try:
@@ -80,8 +105,9 @@ def cmd_train(args) -> int:
     from .train import train_router
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
+    if out.is_file() and not args.overwrite:
         raise RouterError(f"{out} already exists; pass --overwrite to replace it")
+    check_writable(out, args.overwrite)
     ds = load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad)
     if ds.skipped:
         print(f"skipped {ds.skipped} bad row(s)", file=sys.stderr)
@@ -153,8 +179,14 @@ def cmd_export_table(args) -> int:
     if args.table not in TABLES:
         raise RouterError(f"unknown table '{args.table}'; choose one of {sorted(TABLES)}")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RouterError(f"{out} is a file, not a folder")
+    data = Path(args.data) if args.data else default_data_dir()
+    source = data / TABLES[args.table]["file"]
+    if not source.is_file():
+        raise RouterError(f"table file {source} does not exist (is --data the shared data folder?)")
+    rows = table_rows(args.table, data)
     out.mkdir(parents=True, exist_ok=True)
-    rows = table_rows(args.table, args.data or default_data_dir())
     atomic_write(out / JSONL_NAME, lambda tmp: write_jsonl_rows(Path(tmp), rows), overwrite=args.overwrite)
     print(f"wrote {len(rows)} rows to {out / JSONL_NAME}")
     return 0
@@ -211,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--predictor", default=DEFAULT_PREDICTOR, choices=sorted(PREDICTORS))
     t.add_argument("--metric", default="score", help="'score' or a key of each row's 'scores'")
     t.add_argument("--overwrite", action="store_true")
-    t.add_argument("--folds", type=int, default=5)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--folds", type=_folds, default=5)
+    t.add_argument("--seed", type=_non_negative_int, default=0)
     data_flags(t)
     t.set_defaults(func=cmd_train)
 
@@ -229,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("data_dir")
     c.add_argument("--predictor", default=DEFAULT_PREDICTOR, choices=sorted(PREDICTORS))
     c.add_argument("--metric", default="score")
-    c.add_argument("--folds", type=int, default=5)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--folds", type=_folds, default=5)
+    c.add_argument("--seed", type=_non_negative_int, default=0)
     c.add_argument("--json", action="store_true")
     c.add_argument("--plot")
     data_flags(c)
@@ -242,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, help="scored-generations folder to write (resumed if it exists)")
     k.add_argument("--scorer", help="local CLIP / PickScore model folder (default $COST_AWARE_ROUTER_SCORER)")
     k.add_argument("--scorer-kind", default="clipscore", choices=["clipscore", "pickscore"])
-    k.add_argument("--seeds", type=int, default=1)
+    k.add_argument("--seeds", type=_non_negative_int, default=1)
     k.add_argument("--size", type=int, default=512)
     k.set_defaults(func=cmd_collect)
 

@@ -95,12 +95,23 @@ class Dataset:
 def _finite(value, name: str, where: str, minimum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(f"{where}: '{name}' must be a number, got {json.dumps(value)[:40]}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise DataError(f"{where}: '{name}' is too large for a float") from None
     if not math.isfinite(value):
         raise DataError(f"{where}: '{name}' is not finite ({value})")
     if minimum is not None and value < minimum:
         raise DataError(f"{where}: '{name}' must be >= {minimum:g}, got {value:g}")
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def parse_record(obj, where: str) -> Record:
@@ -113,6 +124,9 @@ def parse_record(obj, where: str) -> Record:
     prompt, candidate = obj["prompt"], obj["candidate"]
     if not isinstance(prompt, str):
         raise DataError(f"{where}: 'prompt' must be a string")
+    for key, text in (("prompt", prompt), ("candidate", candidate)):
+        if isinstance(text, str) and not _is_unicode(text):
+            raise DataError(f"{where}: '{key}' is not valid Unicode (it holds a lone surrogate)")
     if not isinstance(candidate, str) or not candidate.strip():
         raise DataError(f"{where}: 'candidate' must be a non-empty string")
     score = _finite(obj["score"], "score", where)
@@ -141,6 +155,8 @@ def read_jsonl(path: Path, skip_bad: bool = False) -> tuple[list[Record], int]:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{where}: malformed JSON ({exc.msg})") from None
+                except ValueError as exc:  # e.g. an integer literal over Python's digit limit
+                    raise DataError(f"{where}: malformed JSON ({str(exc).split(';')[0]})") from None
                 records.append(parse_record(obj, where))
             except DataError:
                 if not skip_bad:
@@ -199,8 +215,9 @@ def read_png_records(folder: Path, seen_images: set[str], skip_bad: bool = False
                 continue
             try:
                 obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{png}: malformed JSON in '{PNG_KEY}' text chunk ({exc.msg})") from None
+            except ValueError as exc:
+                msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(";")[0]
+                raise DataError(f"{png}: malformed JSON in '{PNG_KEY}' text chunk ({msg})") from None
             rec = parse_record(obj, str(png))
             rec.extra["image"] = rel
             records.append(rec)

@@ -72,7 +72,12 @@ class Embedder:
         self.spec = DEFAULT_EMBEDDER if spec in (None, "", DEFAULT_EMBEDDER) else str(spec)
         folder = resolve_model_dir(spec)
         self.folder = folder
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RouterError(f"embedder {folder / 'config.json'} is not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise RouterError(f"embedder {folder / 'config.json'} is not a JSON object")
         model_type = config.get("model_type", "")
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
@@ -138,7 +143,7 @@ class Embedder:
 
     def embed(self, prompts: list[str]) -> np.ndarray:
         """Embeddings [N, dim] for ``prompts``, served from the cache where possible."""
-        prompts = [p if isinstance(p, str) else str(p) for p in prompts]
+        prompts = [(p if isinstance(p, str) else str(p)).encode("utf-8", "replace").decode("utf-8") for p in prompts]
         result = np.empty((len(prompts), getattr(self, "dim", 0) or 1), dtype=np.float32)
         todo: dict[str, list[int]] = {}
         with self._lock:

@@ -148,8 +148,13 @@ def cross_validate(ds: Dataset, embedder, predictor: str = "knn", folds: int = 5
     """Prompt-level cross-validation: out-of-fold choices at every budget, pooled over folds."""
     from .train import check_trainable, embed_prompts, train_router
 
+    if folds < 2:
+        raise DataError(f"cross-validation needs at least 2 folds, got {folds}")
     ds = check_trainable(ds)
     keep = np.nonzero(ds.complete)[0]
+    if len(keep) < 2 * folds:
+        raise DataError(f"{ds.source or 'data'}: cross-validation needs prompts scored by every candidate, at least "
+                        f"{2 * folds} for {folds} folds; found {len(keep)} complete of {len(ds.prompts)}")
     ds = ds.subset(keep)
     X = embed_prompts(embedder, ds.prompts)
     n = len(ds.prompts)

@@ -10,6 +10,21 @@ from pathlib import Path
 from .errors import RouterError
 
 
+def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse early (before any long work) an output that cannot or must not be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise RouterError(f"{path} is a folder, not a file")
+    if path.exists() and not overwrite:
+        raise RouterError(f"{path} already exists; pass overwrite to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise RouterError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise RouterError(f"output folder {parent} is not writable")
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrite: bool = False) -> Path:
     """Write ``path`` through ``write(tmp_path)`` and rename into place.
 
@@ -17,17 +32,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrit
     failure (including KeyboardInterrupt and ComfyUI's interrupt, which derive from
     BaseException) the temporary file is removed and ``path`` is untouched.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise RouterError(f"{path} already exists; pass overwrite to replace it")
-    if path.exists() and path.is_dir():
-        raise RouterError(f"{path} is a folder, not a file")
+    path = check_writable(path, overwrite)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise RouterError(f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise RouterError(f"output folder {parent} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise RouterError(f"output folder {parent} is not writable ({exc.strerror})") from None
     os.close(fd)
     try:
         umask = os.umask(0)
@@ -39,13 +49,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrit
         if path.exists() and not overwrite:  # someone else wrote it meanwhile
             raise RouterError(f"{path} already exists; pass overwrite to replace it")
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise RouterError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _remove(tmp)
         raise
     return path
+
+
+def _remove(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
 
 
 def safe_child(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:

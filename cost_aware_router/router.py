@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,15 @@ class Budget:
             v = getattr(self, name)
             if v is None:
                 continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise RouterError(f"{name.replace('_', ' ')} must be a finite number, got {v!r}")
+            try:
+                v = float(v)
+            except OverflowError:
+                raise RouterError(f"{name.replace('_', ' ')} must be a finite number, got a number too large") from None
+            if not math.isfinite(v):
+                raise RouterError(f"{name.replace('_', ' ')} must be a finite number, got {v!r}")
+            setattr(self, name, v)
             if v < 0:
                 raise RouterError(f"{name.replace('_', ' ')} must be >= 0, got {v:g}")
         if self.force is not None and not str(self.force).strip():
@@ -241,6 +249,13 @@ class Router:
         return load_router(path)
 
 
+REQUIRED_PARAMS = {"knn": ("k",), "ridge": ("penalty",), "mlp": ("hidden", "dim", "outputs")}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _need(cond: bool, path, what: str) -> None:
     if not cond:
         raise RouterFileError(f"{path}: {what}")
@@ -297,12 +312,19 @@ def load_router(path: str | os.PathLike) -> Router:
     _need(isinstance(emb, dict) and isinstance(emb.get("dim"), int) and emb["dim"] > 0, path,
           "embedder identity lacks a positive 'dim'")
     norm = meta["norm"]
-    _need(isinstance(norm, dict) and all(isinstance(norm.get(k), (int, float)) for k in ("mean", "std"))
-          and norm["std"] > 0, path, "'norm' needs numeric mean and positive std")
+    _need(isinstance(norm, dict) and all(_finite(norm.get(k)) for k in ("mean", "std")) and norm["std"] > 0, path,
+          "'norm' needs a finite mean and a finite, positive std")
     cal = meta["calibration"]
     _need(isinstance(cal, dict) and isinstance(cal.get("cost_weight"), list) and isinstance(cal.get("mean_cost"), list)
           and len(cal["cost_weight"]) == len(cal["mean_cost"]) and len(cal["cost_weight"]) > 0, path,
           "'calibration' needs equal, non-empty 'cost_weight' and 'mean_cost' lists")
+    _need(all(_finite(x) and x >= 0 for x in cal["cost_weight"] + cal["mean_cost"]), path,
+          "'calibration' cost weights and mean costs must be finite numbers >= 0")
+    _need(all(q is None or _finite(q) for q in cal.get("mean_quality", [])), path,
+          "'calibration' mean qualities must be finite numbers or null")
+    default = meta.get("default_budget")
+    _need(default is None or (_finite(default) and default >= 0), path,
+          f"'default_budget' must be null or a finite number >= 0, got {default!r}")
     pred = meta["predictor"]
     _need(isinstance(pred, dict) and isinstance(pred.get("params"), dict), path,
           "'predictor' needs 'kind' and 'params'")
@@ -310,6 +332,16 @@ def load_router(path: str | os.PathLike) -> Router:
         pcls = get_predictor_class(pred.get("kind"))
     except RouterError as exc:
         raise RouterFileError(f"{path}: {exc}") from None
+    params = pred["params"]
+    _need(_finite(params.get("alpha")) and 0 <= params["alpha"] <= 1, path,
+          f"predictor param 'alpha' must be a number in [0, 1], got {params.get('alpha')!r}")
+    for key, kind in (("k", int), ("penalty", float), ("hidden", int), ("dim", int), ("outputs", int)):
+        needed = key in REQUIRED_PARAMS.get(pcls.kind, ())
+        if needed:
+            value = params.get(key)
+            _need(_finite(value) and value > 0 and (kind is float or float(value).is_integer()), path,
+                  f"predictor '{pcls.kind}' needs a positive {'integer' if kind is int else 'number'} "
+                  f"param '{key}', got {value!r}")
     C, d = len(cands), emb["dim"]
     _need("mu" in tensors and tensors["mu"].shape == (C,), path,
           f"tensor 'mu' must have shape ({C},) for {C} candidates")
@@ -321,6 +353,14 @@ def load_router(path: str | os.PathLike) -> Router:
         ok = len(got) == len(shape) and all(s is None or s == g for s, g in zip(shape, got))
         _need(ok, path, f"tensor '{name}' has shape {tuple(got)}, expected {tuple(s or '*' for s in shape)} "
               f"(embedding dim {d}, {C} candidates)")
+    if pcls.kind == "knn":
+        _need(tensors["knn_x"].shape[0] == tensors["knn_y"].shape[0], path,
+              f"tensors 'knn_x' and 'knn_y' disagree on the number of training prompts "
+              f"({tensors['knn_x'].shape[0]} vs {tensors['knn_y'].shape[0]})")
+    if pcls.kind == "mlp":
+        _need(int(params["dim"]) == d and int(params["outputs"]) == C, path,
+              f"MLP params dim={params['dim']}, outputs={params['outputs']} do not match embedding dim {d} and "
+              f"{C} candidates")
     for name, t in tensors.items():
         values = t[~np.isnan(t)] if name == "knn_y" else t  # knn_y keeps NaN for unscored cells
         _need(np.isfinite(values).all(), path, f"tensor '{name}' has non-finite values")
