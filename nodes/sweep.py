@@ -6,6 +6,7 @@ import comfy.samplers
 import folder_paths
 from comfy_api.latest import io, ui
 
+from ..cost_aware_router.data import JSONL_NAME
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.fileutil import child_dir, resolve_under
 from ..cost_aware_router.store import GenerationStore
@@ -73,6 +74,20 @@ class CandidateSweepNode(io.ComfyNode):
                            tooltip="Label, settings and cost of each generation, for the save node.", **out),
             ],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, output_folder="", prompts_file="", **_):
+        """Re-run when the output folder or the prompts file changed (ComfyUI otherwise serves the cache)."""
+        stamp = []
+        try:
+            if output_folder and output_folder.strip():
+                jsonl = child_dir(folder_paths.get_output_directory(), output_folder, create=False) / JSONL_NAME
+                stamp.append(jsonl.stat().st_mtime_ns if jsonl.exists() else 0)
+            if prompts_file and prompts_file.strip():
+                stamp.append(resolve_under(prompts_file, [folder_paths.get_input_directory()]).stat().st_mtime_ns)
+        except (RouterError, OSError):
+            stamp.append("unreadable")  # execute() reports the problem
+        return tuple(stamp)
 
     @classmethod
     def execute(cls, pool, prompts, prompts_file, seeds, seed_start, output_folder) -> io.NodeOutput:

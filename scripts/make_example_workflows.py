@@ -53,18 +53,29 @@ class Graph:
 
 PURPLE = ("#323", "#535")
 CANDIDATES = [  # the default router's candidates (router_weights/README.md)
-    ("sd15-50", "v1-5-pruned-emaonly.safetensors", 50, 7.5),
-    ("sd15-10", "v1-5-pruned-emaonly.safetensors", 10, 7.5),
-    ("sd15-50-lowcfg", "v1-5-pruned-emaonly.safetensors", 50, 3.0),
-    ("sd15-50-highcfg", "v1-5-pruned-emaonly.safetensors", 50, 12.0),
-    ("sdxl-50", "sd_xl_base_1.0.safetensors", 50, 7.0),
+    ("sd15-50", "v1-5-pruned-emaonly.safetensors", 50, 7.5, "euler", "normal"),
+    ("sd15-10", "v1-5-pruned-emaonly.safetensors", 10, 7.5, "euler", "normal"),
+    ("sd15-50-lowcfg", "v1-5-pruned-emaonly.safetensors", 50, 3.0, "euler", "normal"),
+    ("sd15-50-highcfg", "v1-5-pruned-emaonly.safetensors", 50, 12.0, "euler", "normal"),
+    ("sdxl-50", "sd_xl_base_1.0.safetensors", 50, 7.0, "euler", "normal"),
 ]
+SWEEP_CANDIDATES = [  # your own candidates: a full and a low step count, and SDXL-Turbo
+    ("sd15-25", "v1-5-pruned-emaonly.safetensors", 25, 7.5, "euler", "normal"),
+    ("sd15-8", "v1-5-pruned-emaonly.safetensors", 8, 7.5, "euler", "normal"),
+    ("sdxl-turbo-1", "sd_xl_turbo_1.0_fp16.safetensors", 1, 1.0, "euler_ancestral", "sgm_uniform"),
+]
+SWEEP_PROMPTS = "\n".join([
+    "a lighthouse on a cliff at sunset, oil painting",
+    "a close-up photo of a honeybee on a sunflower",
+    "an isometric pixel-art city block at night",
+    "two astronauts playing chess on the moon, photorealistic",
+])
 
 
 def candidate_chain(g: Graph, x: int, y: int, candidates) -> int:
     prev = None
-    for i, (label, ckpt, steps, cfg) in enumerate(candidates):
-        nid = g.node("CostAwareRouter.Candidate", (x, y + i * 250), [label, ckpt, steps, cfg, "euler", "normal", 0.0],
+    for i, (label, ckpt, steps, cfg, sampler, scheduler) in enumerate(candidates):
+        nid = g.node("CostAwareRouter.Candidate", (x, y + i * 250), [label, ckpt, steps, cfg, sampler, scheduler, 0.0],
                      inputs=[("candidates", "COST_AWARE_CANDIDATES")],
                      outputs=[("candidates", "COST_AWARE_CANDIDATES")], size=(330, 230), color=PURPLE)
         if prev:
@@ -133,6 +144,63 @@ def train_router() -> dict:
     return g.to_json()
 
 
+def collect_scored_generations() -> dict:
+    g = Graph()
+    last = candidate_chain(g, 0, 0, SWEEP_CANDIDATES)
+    pool = g.node("CostAwareRouter.CandidatePool", (380, 0), ["load on first use", 0],
+                  inputs=[("candidates", "COST_AWARE_CANDIDATES")], outputs=[("pool", "COST_AWARE_POOL")],
+                  size=(330, 110), color=PURPLE)
+    measure = g.node("CostAwareRouter.MeasureCosts", (380, 160), [512, 512, 2],
+                     inputs=[("pool", "COST_AWARE_POOL")], outputs=[("pool", "COST_AWARE_POOL"), ("report", "STRING")],
+                     size=(330, 150), color=PURPLE)
+    sweep = g.node("CostAwareRouter.CandidateSweep", (760, 0), [SWEEP_PROMPTS, "", 2, 0, "scored_generations"],
+                   inputs=[("pool", "COST_AWARE_POOL")],
+                   outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"), ("prompt", "STRING"),
+                            ("seed", "INT"), ("steps", "INT"), ("cfg", "FLOAT"), ("sampler_name", "COMBO"),
+                            ("scheduler", "COMBO"), ("job", "COST_AWARE_JOB")], size=(360, 380), color=PURPLE)
+    pos = g.node("CLIPTextEncode", (1170, 0), [""], inputs=[("clip", "CLIP"), ("text", "STRING", "text")],
+                 outputs=[("CONDITIONING", "CONDITIONING")], size=(300, 100), title="Positive")
+    neg = g.node("CLIPTextEncode", (1170, 150), ["blurry, low quality"], inputs=[("clip", "CLIP")],
+                 outputs=[("CONDITIONING", "CONDITIONING")], size=(300, 100), title="Negative")
+    latent = g.node("EmptyLatentImage", (1170, 300), [512, 512, 1], outputs=[("LATENT", "LATENT")], size=(300, 110))
+    ks = g.node("KSampler", (1520, 0), [0, "fixed", 20, 7.0, "euler", "normal", 1.0],
+                inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                        ("latent_image", "LATENT"), ("seed", "INT", "seed"), ("steps", "INT", "steps"),
+                        ("cfg", "FLOAT", "cfg"), ("sampler_name", "COMBO", "sampler_name"),
+                        ("scheduler", "COMBO", "scheduler")], outputs=[("LATENT", "LATENT")], size=(300, 270))
+    dec = g.node("VAEDecode", (1870, 0), inputs=[("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")],
+                 size=(210, 50))
+    score = g.node("CostAwareRouter.QualityScorer", (1870, 100), ["", "clip-vit-large-patch14", "clipscore"],
+                   inputs=[("image", "IMAGE"), ("prompt", "STRING", "prompt")], outputs=[("score", "FLOAT")],
+                   size=(330, 170), color=PURPLE)
+    save = g.node("CostAwareRouter.SaveScoredGeneration", (2240, 0), ["scored_generations", "clipscore"],
+                  inputs=[("images", "IMAGE"), ("job", "COST_AWARE_JOB"), ("score", "FLOAT")], size=(330, 330),
+                  color=PURPLE)
+    show = g.node("PreviewAny", (380, 360), inputs=[("source", "*")], outputs=[("STRING", "STRING")], size=(330, 160),
+                  title="Measured costs")
+    g.link(last, 0, pool, "candidates")
+    g.link(pool, 0, measure, "pool")
+    g.link(measure, 0, sweep, "pool")
+    g.link(measure, 1, show, "source")
+    g.link(sweep, 1, pos, "clip")
+    g.link(sweep, 1, neg, "clip")
+    g.link(sweep, 3, pos, "text")
+    g.link(sweep, 0, ks, "model")
+    g.link(pos, 0, ks, "positive")
+    g.link(neg, 0, ks, "negative")
+    g.link(latent, 0, ks, "latent_image")
+    for slot, name in ((4, "seed"), (5, "steps"), (6, "cfg"), (7, "sampler_name"), (8, "scheduler")):
+        g.link(sweep, slot, ks, name)
+    g.link(ks, 0, dec, "samples")
+    g.link(sweep, 2, dec, "vae")
+    g.link(dec, 0, score, "image")
+    g.link(sweep, 3, score, "prompt")
+    g.link(dec, 0, save, "images")
+    g.link(sweep, 9, save, "job")
+    g.link(score, 0, save, "score")
+    return g.to_json()
+
+
 def thumbnail(wf: dict, path: Path, title: str) -> None:
     from PIL import Image, ImageDraw
 
@@ -166,7 +234,9 @@ def thumbnail(wf: dict, path: Path, title: str) -> None:
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     for name, build, title in (("route_and_generate", route_and_generate, "Cost-Aware Router: route and generate"),
-                               ("train_router", train_router, "Cost-Aware Router: train from scored generations")):
+                               ("train_router", train_router, "Cost-Aware Router: train from scored generations"),
+                               ("collect_scored_generations", collect_scored_generations,
+                                "Cost-Aware Router: collect scored generations")):
         wf = build()
         (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n", encoding="utf-8")
         thumbnail(wf, OUT / f"{name}.jpg", title)

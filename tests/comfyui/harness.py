@@ -24,6 +24,9 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(HERE.parent))
+
+from tiny_models import make_tiny_scorer  # noqa: E402
 from ui_to_api import ui_to_api  # noqa: E402
 
 CHECKPOINT_NAMES = ("v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors",
@@ -55,7 +58,8 @@ class Comfy:
     # -- set-up ----------------------------------------------------------------------
     def prepare(self) -> None:
         r = self.root
-        for sub in ("models/checkpoints", "models/router_weights", "custom_nodes", "input", "output", "user", "temp"):
+        for sub in ("models/checkpoints", "models/router_weights", "models/clip_scorers", "custom_nodes", "input",
+                    "output", "user", "temp"):
             (r / sub).mkdir(parents=True, exist_ok=True)
         (r / "custom_nodes" / "ComfyUI-CostAwareRouter").symlink_to(REPO, target_is_directory=True)
         tiny = r / "models" / "tiny_sd15.safetensors"
@@ -63,9 +67,11 @@ class Comfy:
                        capture_output=True)
         for name in CHECKPOINT_NAMES:  # one file, several names: each name is its own checkpoint to ComfyUI
             (r / "models" / "checkpoints" / name).symlink_to(tiny)
+        make_tiny_scorer(r / "models" / "clip_scorers" / "tiny_clip")
         (r / "extra_model_paths.yaml").write_text(
             f"e2e:\n    base_path: {r}\n    checkpoints: models/checkpoints/\n"
-            f"    router_weights: models/router_weights/\n    custom_nodes: custom_nodes/\n")
+            f"    router_weights: models/router_weights/\n    clip_scorers: models/clip_scorers/\n"
+            f"    custom_nodes: custom_nodes/\n")
 
     def start(self, timeout: float = 180.0) -> None:
         r = self.root
@@ -115,8 +121,12 @@ class Comfy:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
-    def queue(self, prompt: dict) -> str:
-        status, body = self.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+    def queue(self, prompt: dict, workflow: dict | None = None) -> str:
+        """Queue an API prompt; ``workflow`` (UI format) travels as extra_pnginfo, as the frontend sends it."""
+        data = {"prompt": prompt, "client_id": uuid.uuid4().hex}
+        if workflow is not None:
+            data["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+        status, body = self.post("/prompt", data)
         if status != 200:
             raise AssertionError(f"/prompt refused ({status}): {json.dumps(body)[:2000]}")
         return body["prompt_id"]
@@ -132,8 +142,8 @@ class Comfy:
             time.sleep(0.05)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
 
-    def run(self, prompt: dict, timeout: float = 600.0) -> dict:
-        return self.wait(self.queue(prompt), timeout)
+    def run(self, prompt: dict, timeout: float = 600.0, workflow: dict | None = None) -> dict:
+        return self.wait(self.queue(prompt, workflow), timeout)
 
     def convert(self, ui_workflow: dict) -> dict:
         api = ui_to_api(ui_workflow, self.object_info)

@@ -3,6 +3,7 @@
 import json
 import re
 
+import numpy as np
 import pytest
 
 from .harness import (
@@ -49,6 +50,14 @@ def test_example_workflow_runs(comfy, path):
         if node["class_type"] == "CostAwareRouter.Train":
             copy_data(TIFA, comfy.root / "input" / node["inputs"]["data_folder"])
             node["inputs"]["overwrite"] = True
+        if node["class_type"] == "CostAwareRouter.MeasureCosts":
+            node["inputs"].update(width=64, height=64, timed_runs=1)
+        if node["class_type"] == "CostAwareRouter.CandidateSweep":
+            node["inputs"].update(seeds=1, output_folder="example_collection")
+        if node["class_type"] == "CostAwareRouter.SaveScoredGeneration":
+            node["inputs"]["folder"] = "example_collection"
+        if node["class_type"] == "CostAwareRouter.QualityScorer":
+            node["inputs"]["scorer_model"] = "tiny_clip"  # a tiny random CLIP built by the harness
     entry = comfy.run(api)
     assert entry["status"]["status_str"] == "success", error_message(entry) or entry["status"]
     outputs = entry["outputs"]
@@ -57,6 +66,12 @@ def test_example_workflow_runs(comfy, path):
         assert len(saved) == 1 and (comfy.root / "output" / saved[0]["filename"]).is_file()
         why = [t for out in outputs.values() for t in out.get("text", []) if t.startswith("chose '")]
         assert why and re.search(r"chose '(sd15-50|sd15-10|sd15-50-lowcfg|sd15-50-highcfg|sdxl-50)'", why[0])
+    elif path.stem == "collect_scored_generations":
+        from cost_aware_router.data import load_dataset
+
+        ds = load_dataset(comfy.root / "output" / "example_collection")
+        assert ds.quality.shape == (4, 3) and not np.isnan(ds.quality).any()
+        assert (ds.cost > 0).all()  # measured on this machine
     else:
         name = api[next(k for k, v in api.items() if v["class_type"] == "CostAwareRouter.Train")]["inputs"]
         assert (comfy.root / "models" / "router_weights" / f"{name['output_name']}.safetensors").is_file()
@@ -152,3 +167,37 @@ def test_interrupted_training_leaves_no_file(comfy):
     assert "execution_interrupted" in kinds, kinds
     leftovers = [p.name for p in (comfy.root / "models" / "router_weights").iterdir() if "interrupted" in p.name]
     assert leftovers == []
+
+
+def test_collected_folder_resumes_and_trains_a_router(comfy):
+    """The collection workflow's folder: a rerun has nothing left to do, and the training node fits a
+    router from it that routes among the collected candidates."""
+    path = REPO / "example_workflows" / "collect_scored_generations.json"
+    workflow = json.loads(path.read_text())
+    api = comfy.convert(workflow)
+    for node in api.values():
+        node["inputs"].update({k: v for k, v in dict(width=64, height=64, timed_runs=1).items()
+                               if node["class_type"] in ("CostAwareRouter.MeasureCosts", "EmptyLatentImage")
+                               and k in node["inputs"]})
+        if node["class_type"] == "CostAwareRouter.CandidateSweep":
+            node["inputs"].update(seeds=2, output_folder="resume_collection")
+        if node["class_type"] == "CostAwareRouter.SaveScoredGeneration":
+            node["inputs"]["folder"] = "resume_collection"
+        if node["class_type"] == "CostAwareRouter.QualityScorer":
+            node["inputs"]["scorer_model"] = "tiny_clip"
+    entry = comfy.run(api, workflow=workflow)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    folder = comfy.root / "output" / "resume_collection"
+    rows = (folder / "generations.jsonl").read_text().splitlines()
+    assert len(rows) == 4 * 2 * 3
+    png = json.loads(rows[0])["image"]
+    from cost_aware_router.data import png_text_chunks
+
+    chunks = png_text_chunks(folder / png)
+    assert {"prompt", "workflow", "cost_aware_router"} <= set(chunks)  # ComfyUI's metadata and our record
+    again = comfy.run(api)
+    assert again["status"]["status_str"] == "error" and "nothing to do" in error_message(again)
+    assert len((folder / "generations.jsonl").read_text().splitlines()) == 24
+    entry = comfy.run(_train_graph(str(folder), "from_collection"))
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    assert (comfy.root / "models" / "router_weights" / "from_collection.safetensors").is_file()
