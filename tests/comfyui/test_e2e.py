@@ -180,7 +180,8 @@ def test_collected_folder_resumes_and_trains_a_router(comfy):
                                if node["class_type"] in ("CostAwareRouter.MeasureCosts", "EmptyLatentImage")
                                and k in node["inputs"]})
         if node["class_type"] == "CostAwareRouter.CandidateSweep":
-            node["inputs"].update(seeds=2, output_folder="resume_collection")
+            node["inputs"].update(seeds=2, output_folder="resume_collection",
+                                  prompts="a red apple on a table\na blue bicycle in the rain")
         if node["class_type"] == "CostAwareRouter.SaveScoredGeneration":
             node["inputs"]["folder"] = "resume_collection"
         if node["class_type"] == "CostAwareRouter.QualityScorer":
@@ -189,7 +190,7 @@ def test_collected_folder_resumes_and_trains_a_router(comfy):
     assert entry["status"]["status_str"] == "success", error_message(entry)
     folder = comfy.root / "output" / "resume_collection"
     rows = (folder / "generations.jsonl").read_text().splitlines()
-    assert len(rows) == 4 * 2 * 3
+    assert len(rows) == 2 * 2 * 3  # prompts x seeds x candidates
     png = json.loads(rows[0])["image"]
     from cost_aware_router.data import png_text_chunks
 
@@ -197,7 +198,7 @@ def test_collected_folder_resumes_and_trains_a_router(comfy):
     assert {"prompt", "workflow", "cost_aware_router"} <= set(chunks)  # ComfyUI's metadata and our record
     again = comfy.run(api)
     assert again["status"]["status_str"] == "error" and "nothing to do" in error_message(again)
-    assert len((folder / "generations.jsonl").read_text().splitlines()) == 24
+    assert len((folder / "generations.jsonl").read_text().splitlines()) == 12
     entry = comfy.run(_train_graph(str(folder), "from_collection"))
     assert entry["status"]["status_str"] == "success", error_message(entry)
     assert (comfy.root / "models" / "router_weights" / "from_collection.safetensors").is_file()
