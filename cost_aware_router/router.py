@@ -249,7 +249,8 @@ class Router:
         return load_router(path)
 
 
-REQUIRED_PARAMS = {"knn": ("k",), "ridge": ("penalty",), "mlp": ("hidden", "dim", "outputs")}
+REQUIRED_PARAMS = {"knn": ("k",), "ridge": ("penalty",), "mlp": ("hidden", "dim", "outputs"),
+                   "knn_or_ridge": ("value",)}
 
 
 def _finite(value) -> bool:
@@ -335,7 +336,8 @@ def load_router(path: str | os.PathLike) -> Router:
     params = pred["params"]
     _need(_finite(params.get("alpha")) and 0 <= params["alpha"] <= 1, path,
           f"predictor param 'alpha' must be a number in [0, 1], got {params.get('alpha')!r}")
-    for key, kind in (("k", int), ("penalty", float), ("hidden", int), ("dim", int), ("outputs", int)):
+    for key, kind in (("k", int), ("penalty", float), ("hidden", int), ("dim", int), ("outputs", int),
+                      ("value", float)):
         needed = key in REQUIRED_PARAMS.get(pcls.kind, ())
         if needed:
             value = params.get(key)
@@ -345,15 +347,20 @@ def load_router(path: str | os.PathLike) -> Router:
     C, d = len(cands), emb["dim"]
     _need("mu" in tensors and tensors["mu"].shape == (C,), path,
           f"tensor 'mu' must have shape ({C},) for {C} candidates")
+    family = pcls.kind
+    if family == "knn_or_ridge":
+        _need(params.get("family") in ("knn", "ridge"), path,
+              f"predictor 'knn_or_ridge' needs param 'family' 'knn' or 'ridge', got {params.get('family')!r}")
+        family = params["family"]
     shapes = {"knn": {"knn_x": (None, d), "knn_y": (None, C)}, "ridge": {"ridge_w": (d, C)},
-              "mlp": {"mlp.0.weight": (None, d), "mlp.3.weight": (C, None)}}.get(pcls.kind, {})
+              "mlp": {"mlp.0.weight": (None, d), "mlp.3.weight": (C, None)}}.get(family, {})
     for name, shape in shapes.items():
         _need(name in tensors, path, f"tensor '{name}' is missing")
         got = tensors[name].shape
         ok = len(got) == len(shape) and all(s is None or s == g for s, g in zip(shape, got))
         _need(ok, path, f"tensor '{name}' has shape {tuple(got)}, expected {tuple(s or '*' for s in shape)} "
               f"(embedding dim {d}, {C} candidates)")
-    if pcls.kind == "knn":
+    if family == "knn":
         _need(tensors["knn_x"].shape[0] == tensors["knn_y"].shape[0], path,
               f"tensors 'knn_x' and 'knn_y' disagree on the number of training prompts "
               f"({tensors['knn_x'].shape[0]} vs {tensors['knn_y'].shape[0]})")

@@ -20,7 +20,7 @@ def test_round_trip_gives_identical_decisions(agiqa_router, agiqa_router_file):
     assert loaded.embedder_identity["dim"] == 384
 
 
-@pytest.mark.parametrize("kind", ["ridge", "mlp"])
+@pytest.mark.parametrize("kind", ["ridge", "mlp", "knn_or_ridge"])
 def test_other_predictors_round_trip(agiqa_split, embedder, tmp_path, kind):
     from cost_aware_router.train import train_router
 

@@ -17,7 +17,7 @@ def _z(ds):
     return (ds.quality - obs.mean()) / obs.std()
 
 
-@pytest.mark.parametrize("kind", ["knn", "ridge"])
+@pytest.mark.parametrize("kind", ["knn", "ridge", "knn_or_ridge"])
 def test_cross_validated_router_beats_best_fixed_mix_on_real_ratings(agiqa, embedder, kind):
     """AGIQA-3K (300 prompts, 5 SD configs): per-prompt routing closes part of the gap between the
     best fixed mix of single candidates and the oracle, and is nowhere below that mix."""
@@ -120,7 +120,7 @@ def test_untrainable_data(embedder):
         check_trainable(Dataset(list("abcde"), ["x", "y"], q, np.ones((5, 2)), np.ones(2), {}))
     with pytest.raises(RouterError, match="unknown predictor 'forest'"):
         get_predictor_class("forest")
-    assert sorted(PREDICTORS) == ["knn", "mlp", "ridge"]
+    assert sorted(PREDICTORS) == ["knn", "knn_or_ridge", "mlp", "ridge"]
 
 
 def test_missing_cells_are_tolerated(agiqa, embedder):
