@@ -35,7 +35,8 @@ class TrainRouterNode(io.ComfyNode):
                                         "COST_AWARE_ROUTER_DATA_ROOTS)."),
                 io.Combo.Input("predictor", options=sorted(PREDICTORS), default=DEFAULT_PREDICTOR,
                                tooltip="knn: cosine nearest neighbours; ridge: ridge regression; mlp: small "
-                                       "neural network. Hyper-parameters are chosen by cross-validation."),
+                                       "neural network; knn_or_ridge: whichever of kNN and ridge routes better. "
+                                       "Hyper-parameters are chosen by cross-validation."),
                 io.String.Input("metric", default="score",
                                 tooltip="'score', or the name of one of the rows' 'scores' metrics."),
                 io.String.Input("output_name", default="my_router",
