@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import RouterError
 from .scoring import get_scorer
-from .store import GenerationStore, png_bytes, record_text_chunk
+from .store import GenerationStore, generation_record, png_bytes, record_text_chunk
 
 
 def read_candidates(path: str | Path) -> list[dict]:
@@ -140,11 +140,11 @@ def collect(prompts: list[str], candidates: list[dict], out: str | Path, scorer_
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t
             score = scorer.score([image], [prompt])[0]
-            record = {"prompt": prompt, "candidate": cand["name"], "score": score,
-                      "cost": cand["cost"] if cand["cost"] is not None else round(seconds, 6),
-                      "scores": {scorer_kind: score}, "seed": seed, "checkpoint": str(cand["pipeline"].name),
-                      "steps": cand["steps"], "cfg": cand["cfg"], "measured_seconds": round(seconds, 6),
-                      "size": size}
+            record = generation_record(
+                prompt, cand["name"], score, cand["cost"] if cand["cost"] is not None else round(seconds, 6),
+                scorer_kind, seed, str(cand["pipeline"].name), cand["steps"], cand["cfg"],
+                sampler=type(pipe.scheduler).__name__, scheduler="default", measured_seconds=round(seconds, 6),
+                size=f"{size}x{size}")
             written = store.add(record, lambda rec, image=image: png_bytes(image, record_text_chunk(rec)))
             counts["written" if written else "skipped"] += 1
             if on_image:

@@ -116,5 +116,18 @@ class GenerationStore:
         return record
 
 
+def generation_record(prompt: str, candidate: str, score: float, cost: float, metric: str, seed, checkpoint: str,
+                      steps: int, cfg: float, sampler: str | None = None, scheduler: str | None = None,
+                      **extra) -> dict:
+    """The one record layout both writers use (the ComfyUI save node and the headless collector)."""
+    return {"prompt": prompt, "candidate": candidate, "score": float(score), "cost": float(cost),
+            "scores": {metric or "score": float(score)}, "seed": seed, "checkpoint": checkpoint, "steps": int(steps),
+            "cfg": float(cfg), "sampler": sampler, "scheduler": scheduler, **extra}
+
+
+RECORD_KEYS = frozenset(generation_record("p", "c", 0.0, 0.0, "m", 0, "ckpt", 1, 1.0, "s", "s", measured_seconds=0.0,
+                                          size="0x0")) | {"image"}
+
+
 def record_text_chunk(record: dict) -> dict[str, str]:
     return {PNG_KEY: json.dumps(record, ensure_ascii=False)}

@@ -62,7 +62,7 @@ class MeasureCostsNode(io.ComfyNode):
                 done += 1
                 bar.update_absolute(done)
             cost = statistics.median(times)
-            measured.append({**cand, "cost": round(cost, 4)})
+            measured.append({**cand, "cost": round(cost, 4), "measured_seconds": round(cost, 4)})
             lines.append(f"{label}: {cost:.3f} s/image ({cand['steps']} steps, {width}x{height}, median of "
                          f"{timed_runs})")
         text = "\n".join(lines)

@@ -9,7 +9,7 @@ from comfy_api.latest import io, ui
 
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.fileutil import child_dir
-from ..cost_aware_router.store import GenerationStore, png_bytes, record_text_chunk
+from ..cost_aware_router.store import GenerationStore, generation_record, png_bytes, record_text_chunk
 from .common import CATEGORY, NODE_PREFIX, Job
 
 
@@ -43,11 +43,11 @@ class SaveScoredGenerationNode(io.ComfyNode):
             raise RouterError(f"candidate '{job['label']}' has no cost: run Measure Candidate Costs on the pool or "
                               "set its cost on the Router Candidate node")
         store = GenerationStore(child_dir(folder_paths.get_output_directory(), folder))
-        record = {"prompt": job["prompt"], "candidate": job["label"], "score": float(score), "cost": job["cost"],
-                  "scores": {metric.strip() or "score": float(score)}, "seed": job["seed"],
-                  "checkpoint": job["checkpoint"], "steps": job["steps"], "cfg": job["cfg"],
-                  "sampler": job["sampler"], "scheduler": job["scheduler"]}
         image = images[0].detach().cpu().float().numpy()
+        record = generation_record(job["prompt"], job["label"], score, job["cost"], metric.strip(), job["seed"],
+                                   job["checkpoint"], job["steps"], job["cfg"], job["sampler"], job["scheduler"],
+                                   measured_seconds=job.get("measured_seconds"),
+                                   size=f"{image.shape[1]}x{image.shape[0]}")
         meta = {}
         if cls.hidden is not None and cls.hidden.prompt is not None:
             meta["prompt"] = json.dumps(cls.hidden.prompt)

@@ -9,7 +9,7 @@ from cost_aware_router.collect import collect, read_candidates, read_prompts
 from cost_aware_router.data import load_dataset, png_text_chunks
 from cost_aware_router.errors import RouterError
 from cost_aware_router.scoring import ClipScorer
-from cost_aware_router.store import GenerationStore, png_bytes, record_text_chunk
+from cost_aware_router.store import RECORD_KEYS, GenerationStore, png_bytes, record_text_chunk
 
 PROMPTS = ["a red apple", "a blue car", "a green tree", "a yellow sun"]
 
@@ -44,7 +44,8 @@ def test_collector_writes_a_folder_that_trains_a_router(tmp_path, tiny_pipelines
     assert ds.cost[ds.candidates.index("fast")] == pytest.approx(0.25)  # given cost wins
     assert ds.cost[ds.candidates.index("slow")] > 0  # measured
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
-    for row in rows:  # every PNG carries its own record
+    for row in rows:  # every PNG carries its own record, in the layout the ComfyUI save node writes too
+        assert set(row) == RECORD_KEYS
         chunk = json.loads(png_text_chunks(out / row["image"])["cost_aware_router"])
         assert chunk == row
     # a rerun skips everything, and train fits a router from the folder

@@ -67,6 +67,8 @@ class Comfy:
                        capture_output=True)
         for name in CHECKPOINT_NAMES:  # one file, several names: each name is its own checkpoint to ComfyUI
             (r / "models" / "checkpoints" / name).symlink_to(tiny)
+        # listed by ComfyUI (a dangling link) but gone from disk when it is loaded
+        (r / "models" / "checkpoints" / "gone.safetensors").symlink_to(r / "models" / "deleted.safetensors")
         make_tiny_scorer(r / "models" / "clip_scorers" / "tiny_clip")
         (r / "extra_model_paths.yaml").write_text(
             f"e2e:\n    base_path: {r}\n    checkpoints: models/checkpoints/\n"

@@ -191,6 +191,10 @@ def test_collected_folder_resumes_and_trains_a_router(comfy):
     folder = comfy.root / "output" / "resume_collection"
     rows = (folder / "generations.jsonl").read_text().splitlines()
     assert len(rows) == 2 * 2 * 3  # prompts x seeds x candidates
+    from cost_aware_router.store import RECORD_KEYS
+
+    for row in map(json.loads, rows):  # the same record layout as the headless collector's
+        assert set(row) == RECORD_KEYS and row["measured_seconds"] == row["cost"] > 0
     png = json.loads(rows[0])["image"]
     from cost_aware_router.data import png_text_chunks
 
@@ -202,3 +206,13 @@ def test_collected_folder_resumes_and_trains_a_router(comfy):
     entry = comfy.run(_train_graph(str(folder), "from_collection"))
     assert entry["status"]["status_str"] == "success", error_message(entry)
     assert (comfy.root / "models" / "router_weights" / "from_collection.safetensors").is_file()
+
+
+def test_checkpoint_missing_from_disk_is_named(comfy):
+    router = train_alternating_router(comfy.root / "models" / "router_weights")
+    cands = [("cats", "alt_a.safetensors", 2, 7.0), ("cars", "gone.safetensors", 2, 7.0)]
+    graph = api_route_graph(cands, router, "a red sports car")
+    graph["route"]["inputs"]["force_candidate"] = "cars"
+    entry = comfy.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    assert "checkpoint 'gone.safetensors' is not in any checkpoints folder" in error_message(entry)
