@@ -157,6 +157,10 @@ class Embedder:
         if todo:
             texts = list(todo)
             vecs = self._encode(texts)
+            self._since_trim = getattr(self, "_since_trim", 0) + len(texts)
+            if _TRIM is not None and self._since_trim >= TRIM_EVERY:
+                _TRIM(0)
+                self._since_trim = 0
             with self._lock:
                 for text, vec in zip(texts, vecs):
                     for i in todo[text]:
@@ -181,6 +185,20 @@ class Embedder:
                 f"(fingerprint {self.identity['fingerprint']})"
             )
 
+
+def _malloc_trim():
+    """glibc keeps freed activation buffers of varied sizes in its heap, so a long routing process
+    grows without a leak; handing free pages back every few hundred prompts keeps it flat."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_TRIM = _malloc_trim()
+TRIM_EVERY = 256  # encoded prompts between trims
 
 _SHARED: dict[str, Embedder] = {}
 _SHARED_LOCK = threading.Lock()
