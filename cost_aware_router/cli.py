@@ -209,6 +209,7 @@ def cmd_collect(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .predictors import PREDICTORS
+    from .scoring import SCORERS
     from .train import DEFAULT_PREDICTOR
 
     p = _Parser(prog="cost-aware-router", description="Route text-to-image prompts to the cheapest good candidate.")
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--candidates", required=True, help="TOML file of [[candidate]] tables")
     k.add_argument("--out", required=True, help="scored-generations folder to write (resumed if it exists)")
     k.add_argument("--scorer", help="local CLIP / PickScore model folder (default $COST_AWARE_ROUTER_SCORER)")
-    k.add_argument("--scorer-kind", default="clipscore", choices=["clipscore", "pickscore"])
+    k.add_argument("--scorer-kind", default="clipscore", choices=list(SCORERS))
     k.add_argument("--seeds", type=_non_negative_int, default=1)
     k.add_argument("--size", type=int, default=512)
     k.set_defaults(func=cmd_collect)

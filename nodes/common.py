@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import comfy.samplers
 import folder_paths
 from comfy_api.latest import io
 
@@ -20,6 +21,9 @@ SCORER_FOLDER = "clip_scorers"
 Candidates = io.Custom("COST_AWARE_CANDIDATES")
 Pool = io.Custom("COST_AWARE_POOL")
 Job = io.Custom("COST_AWARE_JOB")
+# Typed as the V1 list types the core KSampler's combo inputs expect (a V3 Combo output is rejected there).
+SamplerName = io.Custom(comfy.samplers.KSampler.SAMPLERS)
+SchedulerName = io.Custom(comfy.samplers.KSampler.SCHEDULERS)
 
 
 def register_folders() -> None:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import os
 import threading
 
-import comfy.samplers
 import folder_paths
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.router import Budget, Router, load_router
-from .common import CATEGORY, FOLDER, NODE_PREFIX, Pool, router_files
+from .common import CATEGORY, FOLDER, NODE_PREFIX, Pool, SamplerName, SchedulerName, router_files
 
 DEFAULT, TARGET, WEIGHT, BEST = "router default", "target average cost (s/image)", "cost weight", "best quality"
-SamplerName = io.Custom(comfy.samplers.KSampler.SAMPLERS)  # the V1 list type core KSampler's input expects
-SchedulerName = io.Custom(comfy.samplers.KSampler.SCHEDULERS)
 
 _ROUTERS: dict[str, tuple[float, Router]] = {}
 _LOCK = threading.Lock()

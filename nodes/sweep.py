@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import comfy.samplers
 import folder_paths
 from comfy_api.latest import io, ui
 
@@ -10,10 +9,7 @@ from ..cost_aware_router.data import JSONL_NAME
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.fileutil import child_dir, resolve_under
 from ..cost_aware_router.store import GenerationStore
-from .common import CATEGORY, NODE_PREFIX, Job, Pool
-
-SamplerName = io.Custom(comfy.samplers.KSampler.SAMPLERS)
-SchedulerName = io.Custom(comfy.samplers.KSampler.SCHEDULERS)
+from .common import CATEGORY, NODE_PREFIX, Job, Pool, SamplerName, SchedulerName
 
 
 def sweep_prompts(text: str, prompts_file: str) -> list[str]:
