@@ -64,7 +64,7 @@ def _fingerprint(folder: Path) -> str:
 class Embedder:
     """Embeds prompts into unit vectors. Thread-safe; one instance per model folder."""
 
-    def __init__(self, spec: str | os.PathLike | None = DEFAULT_EMBEDDER, cache_size: int = 10000,
+    def __init__(self, spec: str | os.PathLike | None = DEFAULT_EMBEDDER, cache_size: int = 4096,
                  batch_size: int = 64):
         import torch
         import transformers

@@ -180,8 +180,9 @@ def test_collected_folder_resumes_and_trains_a_router(comfy):
                                if node["class_type"] in ("CostAwareRouter.MeasureCosts", "EmptyLatentImage")
                                and k in node["inputs"]})
         if node["class_type"] == "CostAwareRouter.CandidateSweep":
-            node["inputs"].update(seeds=2, output_folder="resume_collection",
-                                  prompts="a red apple on a table\na blue bicycle in the rain")
+            node["inputs"].update(seeds=1, output_folder="resume_collection",
+                                  prompts="a red apple on a table\na blue bicycle in the rain\n"
+                                          "a snowy mountain village\nan owl on a branch at night")
         if node["class_type"] == "CostAwareRouter.SaveScoredGeneration":
             node["inputs"]["folder"] = "resume_collection"
         if node["class_type"] == "CostAwareRouter.QualityScorer":
@@ -190,7 +191,7 @@ def test_collected_folder_resumes_and_trains_a_router(comfy):
     assert entry["status"]["status_str"] == "success", error_message(entry)
     folder = comfy.root / "output" / "resume_collection"
     rows = (folder / "generations.jsonl").read_text().splitlines()
-    assert len(rows) == 2 * 2 * 3  # prompts x seeds x candidates
+    assert len(rows) == 4 * 1 * 3  # prompts x seeds x candidates
     from cost_aware_router.store import RECORD_KEYS
 
     for row in map(json.loads, rows):  # the same record layout as the headless collector's
