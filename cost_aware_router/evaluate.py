@@ -125,8 +125,8 @@ def evaluate_router(router: Router, ds: Dataset) -> dict:
     Y = ds.quality[complete]
     points, pts = [], []
     for b in sweep_budgets(router):
-        lam, _ = router.resolve(b)
-        ch = choose(z, router.cost, lam)
+        ch, lams = router.choices(z, ds.prompts, b)
+        lam = float(np.median(lams))
         points.append({"budget": b.budget, "cost_weight": lam,
                        "choices": {p: router.names[int(c)] for p, c in zip(ds.prompts, ch)}})
         chc = ch[complete]
@@ -169,9 +169,9 @@ def cross_validate(ds: Dataset, embedder, predictor: str = "knn", folds: int = 5
         params.append(r.predictor.state()[1])
         z = r.predictor.predict(X[test])
         budgets = sweep_budgets(r, lo, hi)
+        test_prompts = [ds.prompts[i] for i in test]
         for b_i, b in enumerate(budgets):
-            lam, _ = r.resolve(b)
-            choices[b_i, test] = choose(z, r.cost, lam)
+            choices[b_i, test] = r.choices(z, test_prompts, b)[0]
         if progress:
             progress(f + 1, folds)
     Y, cost = ds.quality, ds.cost

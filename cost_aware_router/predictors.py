@@ -40,9 +40,10 @@ def lambda_grid(mu: np.ndarray, cost: np.ndarray, n: int = 48) -> np.ndarray:
     return np.concatenate([[0.0], np.geomspace(lo, hi, n - 2), [hi * 1e6]])
 
 
-def choose(pred: np.ndarray, cost: np.ndarray, lam: float, allowed: np.ndarray | None = None) -> np.ndarray:
-    """argmax over candidates of pred - lam * cost; ties go to the cheaper candidate."""
-    util = pred - lam * cost[None, :]
+def choose(pred: np.ndarray, cost: np.ndarray, lam, allowed: np.ndarray | None = None) -> np.ndarray:
+    """argmax over candidates of pred - lam * cost (``lam`` one weight, or one per row); ties go to
+    the cheaper candidate."""
+    util = pred - np.asarray(lam, dtype=float).reshape(-1, 1) * cost[None, :]
     if allowed is not None:
         util = np.where(allowed[None, :], util, -np.inf)
     # break exact ties toward lower cost

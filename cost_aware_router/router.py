@@ -151,6 +151,36 @@ class Router:
             return float(lams[-1])
         return float(lams[ok[0]])
 
+    def budget_mixture(self, budget: float) -> tuple[float, float, float]:
+        """A target average cost usually falls between two calibrated operating points. Returns
+        (cheaper cost weight, dearer cost weight, share of prompts on the dearer one) so that the
+        calibrated average cost equals the target instead of undershooting it."""
+        lams = np.asarray(self.calibration["cost_weight"])
+        costs = np.asarray(self.calibration["mean_cost"])
+        ok = np.nonzero(costs <= budget + 1e-12)[0]
+        if len(ok) == 0:
+            return float(lams[-1]), float(lams[-1]), 0.0
+        i = int(ok[0])
+        if i == 0 or costs[i - 1] <= costs[i]:
+            return float(lams[i]), float(lams[i]), 0.0
+        share = (budget - costs[i]) / (costs[i - 1] - costs[i])
+        return float(lams[i]), float(lams[i - 1]), float(np.clip(share, 0.0, 1.0))
+
+    def choices(self, z: np.ndarray, prompts: list[str], budget: Budget | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The candidate index and the cost weight used for each prompt. With a target average cost,
+        a stable hash of each prompt decides which of the two neighbouring operating points it gets,
+        so a prompt always routes the same way and the share on the dearer point meets the target."""
+        budget = budget or Budget()
+        lam, allowed = self.resolve(budget)
+        lams = np.full(len(prompts), lam)
+        target = budget.budget if budget.budget is not None else (
+            self.default_budget if budget.cost_weight is None and not budget.best_quality else None)
+        if target is not None and not budget.force:
+            cheap, dear, share = self.budget_mixture(float(target))
+            if share > 0:
+                lams = np.where(prompt_hash(prompts) < share, dear, cheap)
+        return choose(z, self.cost, lams, allowed), lams
+
     def resolve(self, budget: Budget | None) -> tuple[float, np.ndarray | None]:
         budget = budget or Budget()
         allowed = None
@@ -199,18 +229,18 @@ class Router:
         if budget.force:
             if budget.force not in self.names:
                 raise RouterError(f"forced candidate '{budget.force}' is not in the router; it has {self.names}")
-        lam, allowed = self.resolve(budget)
+        _, allowed = self.resolve(budget)
         z = self.predict_normalised(list(prompts))
-        picks = choose(z, self.cost, lam, allowed)
+        picks, lams = self.choices(z, list(prompts), budget)
         raw = self.to_raw(z)
         out = []
         for i, prompt in enumerate(prompts):
             c = self.names.index(budget.force) if budget.force else int(picks[i])
             pq = {n: round(float(raw[i, j]), 4) for j, n in enumerate(self.names)}
             costs = {n: float(self.cost[j]) for j, n in enumerate(self.names)}
-            d = Decision(prompt, self.names[c], dict(self.candidates[c].get("config", {})), pq, costs, lam,
-                         budget.describe())
-            d.explanation = self.explain(d, z[i], allowed, lam)
+            d = Decision(prompt, self.names[c], dict(self.candidates[c].get("config", {})), pq, costs,
+                         float(lams[i]), budget.describe())
+            d.explanation = self.explain(d, z[i], allowed, float(lams[i]))
             out.append(d)
         return out
 
@@ -255,6 +285,14 @@ REQUIRED_PARAMS = {"knn": ("k",), "ridge": ("penalty",), "mlp": ("hidden", "dim"
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def prompt_hash(prompts: list[str]) -> np.ndarray:
+    """A stable number in [0, 1) per prompt (the same on every machine and run)."""
+    import hashlib
+
+    return np.array([int.from_bytes(hashlib.blake2b(p.encode("utf-8", "replace"), digest_size=8).digest(), "big")
+                     / 2.0 ** 64 for p in prompts])
 
 
 def _need(cond: bool, path, what: str) -> None:
