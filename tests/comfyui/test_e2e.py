@@ -151,9 +151,16 @@ def test_training_node_does_not_overwrite_unless_asked(comfy):
 def test_interrupted_training_leaves_no_file(comfy):
     import time
 
-    copy_data(REPO / "tests" / "data" / "agiqa_3k", comfy.root / "input" / "agiqa")
-    comfy.post("/free", {"unload_models": False})
-    pid = comfy.queue(_train_graph("agiqa", "interrupted", "mlp"))
+    # 3,000 prompts: embedding alone takes seconds, so the interrupt lands mid-training
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "agiqa_3k" / "generations.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    big = comfy.root / "input" / "agiqa_x10"
+    big.mkdir(parents=True, exist_ok=True)
+    with open(big / "generations.jsonl", "w", encoding="utf-8") as fh:
+        for i in range(10):
+            for row in rows:
+                fh.write(json.dumps({**row, "prompt": f"{row['prompt']} (variant {i})"}) + "\n")
+    pid = comfy.queue(_train_graph("agiqa_x10", "interrupted", "mlp"))
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until the training node is running, then interrupt it
         running = comfy.get("/queue")["queue_running"]
