@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import RouterError
-from .fileutil import check_writable
+from .fileutil import check_writable, read_lines
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTER = PACK_DIR / "router_weights" / "default.safetensors"
@@ -56,16 +56,7 @@ def _read_prompts(args) -> list[str]:
         except UnicodeEncodeError:
             raise RouterError(f"prompt argument {i} is not valid UTF-8") from None
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if path.is_dir():
-            raise RouterError(f"prompts file {path} is a folder, not a file")
-        if not path.is_file():
-            raise RouterError(f"prompts file {path} does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise RouterError(f"prompts file {path} is not valid UTF-8 (byte {exc.start})") from None
-        prompts += [line for line in text.splitlines() if line.strip()]
+        prompts += read_lines(args.prompts_file)
     if not prompts:
         raise RouterError("no prompt given: pass PROMPT arguments or --prompts-file")
     return prompts

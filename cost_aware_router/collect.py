@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import RouterError
+from .fileutil import read_lines
 from .scoring import get_scorer
 from .store import GenerationStore, generation_record, png_bytes, record_text_chunk
 
@@ -71,13 +72,7 @@ def read_candidates(path: str | Path) -> list[dict]:
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise RouterError(f"prompts file {path} does not exist")
-    try:
-        prompts = [p.strip() for p in path.read_text(encoding="utf-8").splitlines() if p.strip()]
-    except UnicodeDecodeError as exc:
-        raise RouterError(f"prompts file {path} is not valid UTF-8 (byte {exc.start})") from None
+    prompts = [p.strip() for p in read_lines(path)]
     if not prompts:
         raise RouterError(f"prompts file {path} has no prompts")
     return list(dict.fromkeys(prompts))

@@ -126,7 +126,7 @@ class Embedder:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
-        out = np.zeros((len(texts), getattr(self, "dim", 0)), dtype=np.float32) if hasattr(self, "dim") else None
+        out = None  # allocated at the first batch: its width is the embedding dimension
         with torch.inference_mode():
             for rows, enc in self._batches(texts):
                 if self.kind == "clip":
@@ -144,7 +144,7 @@ class Embedder:
     def embed(self, prompts: list[str]) -> np.ndarray:
         """Embeddings [N, dim] for ``prompts``, served from the cache where possible."""
         prompts = [(p if isinstance(p, str) else str(p)).encode("utf-8", "replace").decode("utf-8") for p in prompts]
-        result = np.empty((len(prompts), getattr(self, "dim", 0) or 1), dtype=np.float32)
+        result = np.empty((len(prompts), self.dim), dtype=np.float32)
         todo: dict[str, list[int]] = {}
         with self._lock:
             for i, p in enumerate(prompts):

@@ -88,6 +88,20 @@ def safe_child(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
     return target
 
 
+def read_lines(path: str | os.PathLike, what: str = "prompts file") -> list[str]:
+    """The non-blank lines of a UTF-8 text file (one prompt per line), with clear errors."""
+    path = Path(path)
+    if path.is_dir():
+        raise RouterError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise RouterError(f"{what} {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RouterError(f"{what} {path} is not valid UTF-8 (byte {exc.start})") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
 def resolve_under(path: str | os.PathLike, roots: list[str | os.PathLike], what: str = "folder") -> Path:
     """Resolve ``path`` (absolute, or relative to the first root) and refuse anything outside ``roots``.
 

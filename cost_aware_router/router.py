@@ -144,12 +144,7 @@ class Router:
     # -- budgets ---------------------------------------------------------------------
     def lambda_for_budget(self, budget: float) -> float:
         """Smallest cost weight whose calibrated average cost is within ``budget``."""
-        lams = np.asarray(self.calibration["cost_weight"])
-        costs = np.asarray(self.calibration["mean_cost"])
-        ok = np.nonzero(costs <= budget + 1e-12)[0]
-        if len(ok) == 0:
-            return float(lams[-1])
-        return float(lams[ok[0]])
+        return self.budget_mixture(budget)[0]
 
     def budget_mixture(self, budget: float) -> tuple[float, float, float]:
         """A target average cost usually falls between two calibrated operating points. Returns
@@ -173,8 +168,7 @@ class Router:
         budget = budget or Budget()
         lam, allowed = self.resolve(budget)
         lams = np.full(len(prompts), lam)
-        target = budget.budget if budget.budget is not None else (
-            self.default_budget if budget.cost_weight is None and not budget.best_quality else None)
+        target = self._target_cost(budget)
         if target is not None and not budget.force:
             cheap, dear, share = self.budget_mixture(float(target))
             if share > 0:
@@ -191,17 +185,24 @@ class Router:
                     f"no candidate costs at most {budget.max_cost:g} s/image; the cheapest, "
                     f"'{self.names[int(np.argmin(self.cost))]}', costs {self.cost.min():g}"
                 )
+        target = self._target_cost(budget)
         if budget.best_quality:
             lam = 0.0
         elif budget.cost_weight is not None:
             lam = float(budget.cost_weight)
-        elif budget.budget is not None:
-            lam = self.lambda_for_budget(float(budget.budget))
-        elif self.default_budget is not None:
-            lam = self.lambda_for_budget(self.default_budget)
+        elif target is not None:
+            lam = self.lambda_for_budget(target)
         else:
             lam = 0.0
         return lam, allowed
+
+    def _target_cost(self, budget: Budget) -> float | None:
+        """The average cost per image a budget aims at: its own target or the router's default,
+        unless it asks for best quality or gives a cost weight."""
+        if budget.best_quality or budget.cost_weight is not None:
+            return None
+        target = budget.budget if budget.budget is not None else self.default_budget
+        return None if target is None else float(target)
 
     # -- prediction ------------------------------------------------------------------
     @property

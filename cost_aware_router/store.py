@@ -104,10 +104,10 @@ class GenerationStore:
                 old += b"\n"
             if render is not None:
                 n = old.count(b"\n")
-                name = f"{n:06d}_{_slug(record['candidate'])}_{_slug(str(record.get('seed', 'x')))}.png"
-                while (self.folder / name).exists():
+                stem = f"{_slug(record['candidate'])}_{_slug(str(record.get('seed', 'x')))}.png"
+                while (self.folder / f"{n:06d}_{stem}").exists():
                     n += 1
-                    name = f"{n:06d}_{_slug(record['candidate'])}_{_slug(str(record.get('seed', 'x')))}.png"
+                name = f"{n:06d}_{stem}"
                 record = {**record, "image": name}
                 data = render(record)
                 atomic_write(self.folder / name, lambda tmp: Path(tmp).write_bytes(data))

@@ -7,7 +7,7 @@ from comfy_api.latest import io, ui
 
 from ..cost_aware_router.data import JSONL_NAME
 from ..cost_aware_router.errors import RouterError
-from ..cost_aware_router.fileutil import child_dir, resolve_under
+from ..cost_aware_router.fileutil import child_dir, read_lines, resolve_under
 from ..cost_aware_router.store import GenerationStore
 from .common import CATEGORY, NODE_PREFIX, Job, Pool, SamplerName, SchedulerName
 
@@ -16,10 +16,7 @@ def sweep_prompts(text: str, prompts_file: str) -> list[str]:
     prompts = [p.strip() for p in (text or "").splitlines() if p.strip()]
     if prompts_file and prompts_file.strip():
         path = resolve_under(prompts_file, [folder_paths.get_input_directory()], "prompts file")
-        try:
-            prompts += [p.strip() for p in path.read_text(encoding="utf-8").splitlines() if p.strip()]
-        except UnicodeDecodeError as exc:
-            raise RouterError(f"prompts file {path} is not valid UTF-8 (byte {exc.start})") from None
+        prompts += [p.strip() for p in read_lines(path)]
     prompts = list(dict.fromkeys(prompts))
     if not prompts:
         raise RouterError("Candidate Sweep: no prompts (type one per line or name a prompts file)")
