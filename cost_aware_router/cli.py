@@ -1,4 +1,4 @@
-"""Command line: ``cost-aware-router route|train|evaluate|cv|export-table``.
+"""Command line: ``cost-aware-router route|train|evaluate|cv|collect|anchors|add-candidate|export-table``.
 
 Errors a user can cause exit with code 2 and one line on stderr (``--debug`` shows the
 traceback instead).
@@ -90,15 +90,21 @@ def cmd_route(args) -> int:
     return 0
 
 
+def _output(args) -> Path:
+    """``--out``, refused if it exists (unless ``--overwrite``) or cannot be written."""
+    out = Path(args.out)
+    if out.is_file() and not args.overwrite:
+        raise RouterError(f"{out} already exists; pass --overwrite to replace it")
+    check_writable(out, args.overwrite)
+    return out
+
+
 def cmd_train(args) -> int:
     from .data import load_dataset
     from .embed import get_embedder
     from .train import train_router
 
-    out = Path(args.out)
-    if out.is_file() and not args.overwrite:
-        raise RouterError(f"{out} already exists; pass --overwrite to replace it")
-    check_writable(out, args.overwrite)
+    out = _output(args)
     ds = load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad)
     if ds.skipped:
         print(f"skipped {ds.skipped} bad row(s)", file=sys.stderr)
@@ -198,6 +204,34 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def cmd_anchors(args) -> int:
+    from .extend import anchor_prompts
+    from .fileutil import atomic_write
+
+    prompts = anchor_prompts(_load(args))
+    text = "".join(p + "\n" for p in prompts)
+    if args.out:
+        atomic_write(_output(args), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=args.overwrite)
+        print(f"wrote {len(prompts)} anchor prompts to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_add_candidate(args) -> int:
+    from .data import load_dataset
+    from .extend import add_candidate_from_dataset, describe_addition
+
+    out = _output(args)
+    router = _load(args)
+    ds = load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad)
+    new, report = add_candidate_from_dataset(router, ds, args.candidate, args.cost)
+    new.save(out, overwrite=args.overwrite)
+    print(describe_addition(args.candidate, report))
+    print(f"wrote {out}: {len(new.names)} candidates, default budget {new.default_budget:.3g} s/image")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .predictors import PREDICTORS
     from .scoring import SCORERS
@@ -269,6 +303,23 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--seeds", type=_non_negative_int, default=1)
     k.add_argument("--size", type=int, default=512)
     k.set_defaults(func=cmd_collect)
+
+    a = sub.add_parser("anchors", help="print (or --out) the router's anchor prompts, to score a new candidate on")
+    a.add_argument("--router", help=f"router file (default {DEFAULT_ROUTER})")
+    a.add_argument("--out", help="write them to this text file, one per line")
+    a.add_argument("--overwrite", action="store_true")
+    a.set_defaults(func=cmd_anchors)
+
+    n = sub.add_parser("add-candidate", help="add a candidate scored on the anchor prompts, without retraining")
+    n.add_argument("data_dir", help="scored-generations folder with the new candidate's rows")
+    n.add_argument("--candidate", required=True, help="the new candidate's name in that folder")
+    n.add_argument("--out", required=True, help="router file to write")
+    n.add_argument("--router", help=f"router to extend (default {DEFAULT_ROUTER})")
+    n.add_argument("--cost", type=float, help="seconds per image (default: the folder's mean)")
+    n.add_argument("--metric", default="score", help="'score' or a key of each row's 'scores' (the router's metric)")
+    n.add_argument("--overwrite", action="store_true")
+    n.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
+    n.set_defaults(func=cmd_add_candidate)
 
     x = sub.add_parser("export-table", help="write a shared/data rating table as a scored-generations folder")
     x.add_argument("table")

@@ -61,6 +61,21 @@ def prompt_utility(pred: np.ndarray, Y: np.ndarray, cost: np.ndarray, lambdas: n
     return total
 
 
+def significant_best(base: np.ndarray, options) -> tuple[object, object]:
+    """``options`` yields (key, per-prompt utility). Returns (the key with the highest mean gain
+    over the per-prompt utility ``base`` among those beating it by more than SE_MARGIN standard
+    errors, or None; the key with the highest mean gain at all)."""
+    best, top = (None, 0.0), (None, -np.inf)
+    for key, util in options:
+        diff = util - base
+        gain, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+        if gain > top[1]:
+            top = (key, gain)
+        if gain - SE_MARGIN * se > 0 and gain > best[1]:
+            best = (key, gain)
+    return best[0], top[0]
+
+
 def kfold(n: int, folds: int, seed: int = 0) -> list[np.ndarray]:
     folds = max(2, min(folds, n))
     perm = np.random.default_rng(seed).permutation(n)
@@ -123,17 +138,11 @@ class Predictor:
             return first, 0.0
         Yc, lams = Y[complete], lambda_grid(self.mu, cost)
         base = prompt_utility(np.tile(self.mu, (len(Yc), 1)), Yc, cost, lams)
-        best, top = (first, 0.0, 0.0), (first, -np.inf)
-        for param, oof in oofs.items():
-            for a in ALPHAS[1:]:
-                diff = prompt_utility(self.mu + a * (oof[complete] - self.mu), Yc, cost, lams) - base
-                gain, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
-                if gain > top[1]:
-                    top = (param, gain)
-                if gain - SE_MARGIN * se > 0 and gain > best[2]:
-                    best = (param, a, gain)
+        best, top = significant_best(base, (((param, a), prompt_utility(self.mu + a * (oof[complete] - self.mu), Yc,
+                                                                          cost, lams))
+                                            for param, oof in oofs.items() for a in ALPHAS[1:]))
         # without a significant gain keep alpha = 0 but record the most promising setting
-        return (best[0], best[1]) if best[1] > 0 else (top[0], 0.0)
+        return best if best is not None else (top[0], 0.0)
 
 
 # ---------------------------------------------------------------------------------------

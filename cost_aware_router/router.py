@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RouterError, RouterFileError
+from .extend import AddedCandidate
 from .fileutil import atomic_write
 from .predictors import Predictor, choose, get_predictor_class
+from .reference import Reference
 
 FORMAT = "cost_aware_router"
 FORMAT_VERSION = 1
@@ -102,8 +104,13 @@ class Decision:
 
 
 class Router:
+    """Candidates, a quality predictor for the first ``len(candidates) - len(added)`` of them, and
+    optionally a reference set (out-of-distribution fallback, anchors) and candidates added from
+    anchor scores (``extend.py``)."""
+
     def __init__(self, candidates: list[dict], predictor: Predictor, embedder_identity: dict, metric: str,
-                 norm: dict, calibration: dict, training: dict | None = None, default_budget: float | None = None):
+                 norm: dict, calibration: dict, training: dict | None = None, default_budget: float | None = None,
+                 reference: Reference | None = None, added: list[AddedCandidate] | None = None):
         self.candidates = candidates
         self.names = [c["name"] for c in candidates]
         self.cost = np.array([float(c["cost"]) for c in candidates], dtype=np.float64)
@@ -114,7 +121,17 @@ class Router:
         self.calibration = calibration
         self.training = training or {}
         self.default_budget = default_budget
+        self.reference = reference
+        self.added = list(added or [])
         self._embedder = None
+
+    def copy(self, **changes) -> Router:
+        fields = dict(candidates=self.candidates, predictor=self.predictor, embedder_identity=self.embedder_identity,
+                      metric=self.metric, norm=self.norm, calibration=self.calibration, training=self.training,
+                      default_budget=self.default_budget, reference=self.reference, added=self.added)
+        new = Router(**{**fields, **changes})
+        new._embedder = self._embedder
+        return new
 
     # -- matching a pool of candidates ------------------------------------------------
     def check_candidates(self, labels: list[str], where: str = "pool") -> None:
@@ -136,10 +153,7 @@ class Router:
             if cost is not None and (not math.isfinite(cost) or cost < 0):
                 raise RouterError(f"cost of '{c['name']}' must be a finite number >= 0, got {cost}")
             cands.append({**c, "cost": float(cost)} if cost is not None else dict(c))
-        copy = Router(cands, self.predictor, self.embedder_identity, self.metric, self.norm, self.calibration,
-                      self.training, self.default_budget)
-        copy._embedder = self._embedder
-        return copy
+        return self.copy(candidates=cands)
 
     # -- budgets ---------------------------------------------------------------------
     def lambda_for_budget(self, budget: float) -> float:
@@ -219,8 +233,42 @@ class Router:
         embedder.check_identity(self.embedder_identity)
         self._embedder = embedder
 
+    @property
+    def mean_quality_z(self) -> np.ndarray:
+        """Each candidate's average normalised quality: the prediction when nothing is known."""
+        return np.concatenate([self.predictor.mu, [a.mean for a in self.added]])
+
+    def _with_added(self, z_base: np.ndarray, S: np.ndarray | None) -> np.ndarray:
+        if not self.added:
+            return z_base
+        ay = self.reference.y[self.reference.anchors].astype(np.float64)
+        cols = [a.predict(S, z_base, ay) for a in self.added]
+        return np.concatenate([z_base, np.stack(cols, axis=1)], axis=1)
+
+    def predict_embedded(self, E: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Normalised predicted quality [N, C], each prompt's distance to the training prompts and
+        the share of its prediction replaced by the candidate averages (out-of-distribution fallback)."""
+        E = np.asarray(E, dtype=np.float32)
+        z = self.predictor.predict(E)
+        S = E @ self.reference.x[self.reference.anchors].T if self.added else None
+        z = self._with_added(z, S)
+        if self.reference is None:
+            return z, np.full(len(E), np.nan), np.zeros(len(E))
+        dist = self.reference.distance(E)
+        w = self.reference.fallback(dist)
+        return z + w[:, None] * (self.mean_quality_z[None, :] - z), dist, w
+
+    def predict_reference(self) -> np.ndarray:
+        """Out-of-fold predictions for the reference prompts (added candidates: leaving each anchor out)."""
+        ref = self.reference
+        S = None
+        if self.added:
+            S = ref.x @ ref.x[ref.anchors].T
+            S[ref.anchors, np.arange(len(ref.anchors))] = -np.inf
+        return self._with_added(ref.oof.astype(np.float64), S)
+
     def predict_normalised(self, prompts: list[str]) -> np.ndarray:
-        return self.predictor.predict(self.embedder.embed(prompts))
+        return self.predict_embedded(self.embedder.embed(prompts))[0]
 
     def to_raw(self, z: np.ndarray) -> np.ndarray:
         return z * self.norm["std"] + self.norm["mean"]
@@ -231,7 +279,7 @@ class Router:
             if budget.force not in self.names:
                 raise RouterError(f"forced candidate '{budget.force}' is not in the router; it has {self.names}")
         _, allowed = self.resolve(budget)
-        z = self.predict_normalised(list(prompts))
+        z, dist, fallback = self.predict_embedded(self.embedder.embed(list(prompts)))
         picks, lams = self.choices(z, list(prompts), budget)
         raw = self.to_raw(z)
         out = []
@@ -241,6 +289,8 @@ class Router:
             costs = {n: float(self.cost[j]) for j, n in enumerate(self.names)}
             d = Decision(prompt, self.names[c], dict(self.candidates[c].get("config", {})), pq, costs,
                          float(lams[i]), budget.describe())
+            if self.reference is not None:
+                d.extra = {"ood_distance": round(float(dist[i]), 4), "ood_fallback": round(float(fallback[i]), 3)}
             d.explanation = self.explain(d, z[i], allowed, float(lams[i]))
             out.append(d)
         return out
@@ -252,11 +302,18 @@ class Router:
             util = z[j] - lam * self.cost[j]
             flag = " <" if n == d.candidate else ("  (over cap)" if allowed is not None and not allowed[j] else "")
             lines.append(f"{n:<24}{d.predicted_quality[n]:>16.3f}{self.cost[j]:>10.3g}{util:>10.3f}{flag}")
+        if "ood_distance" in d.extra:
+            lines.append(self.reference.describe(d.extra["ood_distance"], d.extra["ood_fallback"]))
         return "\n".join(lines)
 
     # -- file format -----------------------------------------------------------------
     def metadata(self) -> dict:
         _, params = self.predictor.state()
+        extra = {}
+        if self.reference is not None:
+            extra["reference"] = self.reference.state()[1]
+        if self.added:
+            extra["added"] = [a.meta() for a in self.added]
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "candidates": self.candidates,
@@ -264,13 +321,17 @@ class Router:
             "predictor": {"kind": self.predictor.kind, "params": params},
             "metric": self.metric, "norm": self.norm,
             "calibration": self.calibration, "default_budget": self.default_budget,
-            "training": self.training,
+            "training": self.training, **extra,
         }
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         from safetensors.numpy import save_file
 
         tensors, _ = self.predictor.state()
+        if self.reference is not None:
+            tensors.update(self.reference.state()[0])
+        if self.added:
+            tensors["added_scores"] = np.stack([a.scores for a in self.added], axis=1)
         tensors = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
         meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "router": json.dumps(self.metadata())}
         return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), overwrite=overwrite)
@@ -383,7 +444,10 @@ def load_router(path: str | os.PathLike) -> Router:
             _need(_finite(value) and value > 0 and (kind is float or float(value).is_integer()), path,
                   f"predictor '{pcls.kind}' needs a positive {'integer' if kind is int else 'number'} "
                   f"param '{key}', got {value!r}")
-    C, d = len(cands), emb["dim"]
+    added_meta = meta.get("added", [])
+    _need(isinstance(added_meta, list) and len(added_meta) < len(cands), path,
+          "'added' must be a list with fewer entries than there are candidates")
+    C, d = len(cands) - len(added_meta), emb["dim"]
     _need("mu" in tensors and tensors["mu"].shape == (C,), path,
           f"tensor 'mu' must have shape ({C},) for {C} candidates")
     family = pcls.kind
@@ -408,8 +472,44 @@ def load_router(path: str | os.PathLike) -> Router:
               f"MLP params dim={params['dim']}, outputs={params['outputs']} do not match embedding dim {d} and "
               f"{C} candidates")
     for name, t in tensors.items():
-        values = t[~np.isnan(t)] if name == "knn_y" else t  # knn_y keeps NaN for unscored cells
+        # these keep NaN for unscored cells
+        values = t[~np.isnan(t)] if name in ("knn_y", "ref_y", "added_scores") else t
         _need(np.isfinite(values).all(), path, f"tensor '{name}' has non-finite values")
     predictor = pcls.from_state(tensors, pred["params"])
+    reference, added = _load_extras(path, meta, tensors, d, C, added_meta)
     return Router(cands, predictor, emb, str(meta["metric"]), norm, cal, meta.get("training"),
-                  meta.get("default_budget"))
+                  meta.get("default_budget"), reference, added)
+
+
+def _load_extras(path, meta: dict, tensors: dict, d: int, C: int, added_meta: list):
+    """The optional reference set and added candidates of a router file, validated."""
+    ref_meta = meta.get("reference")
+    if ref_meta is None:
+        _need(not added_meta, path, "added candidates need the 'reference' set they were scored on")
+        return None, []
+    _need(isinstance(ref_meta, dict) and all(t in tensors for t in ("ref_x", "ref_oof", "ref_y")), path,
+          "'reference' needs tensors 'ref_x', 'ref_oof' and 'ref_y'")
+    _need(isinstance(ref_meta.get("anchors"), list) and isinstance(ref_meta.get("anchor_prompts"), list)
+          and all(isinstance(i, int) and not isinstance(i, bool) for i in ref_meta["anchors"])
+          and all(isinstance(p, str) for p in ref_meta["anchor_prompts"])
+          and all(_finite(ref_meta.get(k)) for k in ("k", "start", "full", "median")), path,
+          "'reference' needs integer 'anchors', text 'anchor_prompts' and finite 'k', 'start', 'full', 'median'")
+    reference = Reference.from_state(tensors, ref_meta)
+    problems = reference.problems(d, C)
+    _need(not problems, path, "; ".join(problems))
+    added = []
+    A = len(reference.anchors)
+    scores = tensors.get("added_scores")
+    if added_meta:
+        _need(scores is not None and scores.shape == (A, len(added_meta)), path,
+              f"tensor 'added_scores' must have shape ({A}, {len(added_meta)})")
+    for j, a in enumerate(added_meta):
+        _need(isinstance(a, dict) and a.get("mode") in ("absolute", "offset") and isinstance(a.get("ref"), int)
+              and 0 <= a["ref"] < C and isinstance(a.get("k"), int) and a["k"] >= 1
+              and _finite(a.get("shrink")) and 0 <= a["shrink"] <= 1 and _finite(a.get("mean")), path,
+              f"added candidate {j + 1} needs mode 'absolute' or 'offset', a trained 'ref' column, k >= 1, "
+              "'shrink' in [0, 1] and a finite 'mean'")
+        added.append(AddedCandidate(mode=a["mode"], ref=a["ref"], k=a["k"], shrink=float(a["shrink"]),
+                                    mean=float(a["mean"]), scores=np.asarray(scores[:, j], dtype=np.float32),
+                                    loo_rmse=float(a.get("loo_rmse", float("nan")))))
+    return reference, added

@@ -9,6 +9,7 @@ import numpy as np
 from .data import Dataset
 from .errors import DataError
 from .predictors import choose, get_predictor_class, lambda_grid
+from .reference import Reference
 from .router import Router
 
 Progress = Callable[[int, int], None] | None
@@ -107,8 +108,13 @@ def train_router(ds: Dataset, embedder, predictor: str = DEFAULT_PREDICTOR, fold
                   for j, c in enumerate(ds.candidates)]
     training = {**ds.summary(), "source": ds.source, "folds": folds, "seed": seed,
                 "candidate_mean_quality": {c: float(np.nanmean(ds.quality[:, j])) for j, c in enumerate(ds.candidates)}}
+    # the reference set keeps out-of-fold predictions; where a predictor has none for a prompt
+    # (the MLP outside its validation split) its in-sample prediction stands in
+    missing = np.isnan(oof).any(axis=1)
+    ref_pred = np.where(missing[:, None], model.predict(X), oof) if missing.any() else oof
+    reference = Reference.build(X, ref_pred, Yz, ds.prompts, seed=seed)
     router = Router(candidates, model, embedder.identity, ds.metric, norm, cal, training,
-                    default_budget(cal, ds.quality, ds.cost))
+                    default_budget(cal, ds.quality, ds.cost), reference)
     router.use_embedder(embedder)
     if progress:
         progress(PROGRESS_TOTAL, PROGRESS_TOTAL)

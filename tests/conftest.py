@@ -32,6 +32,25 @@ def write_rows(folder: Path, rows, name="generations.jsonl"):
     return folder
 
 
+def rewrite_router(src, dst, mutate_meta=None, mutate_tensors=None):
+    """Copy router file ``src`` to ``dst`` with its metadata (``mutate_meta(meta, header)``) and/or
+    tensors (``mutate_tensors(tensors)``) changed in place: the way tests make broken files."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(src), framework="numpy") as fh:
+        header = dict(fh.metadata())
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    meta = json.loads(header["router"])
+    if mutate_meta:
+        mutate_meta(meta, header)
+    if mutate_tensors:
+        mutate_tensors(tensors)
+    header["router"] = json.dumps(meta)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(dst), metadata=header)
+    return dst
+
+
 @pytest.fixture(scope="session")
 def embedder():
     from cost_aware_router.embed import get_embedder

@@ -6,7 +6,6 @@ written, no stray temporary file and nothing lost from the folder around it. Emp
 100,000-character prompts must route.
 """
 
-import functools
 import hashlib
 import json
 import math
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, ROOT, run_cli, write_rows
+from conftest import DATA, ROOT, rewrite_router, run_cli, write_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,32 +102,13 @@ def png(name: str, text: str | None = None, truncated: bool = False):
     return setup
 
 
-@functools.lru_cache(maxsize=1)
-def _default_router_parts():
-    from safetensors import safe_open
-
-    with safe_open(str(DEFAULT_ROUTER), framework="numpy") as fh:
-        return dict(fh.metadata()), {k: fh.get_tensor(k) for k in fh.keys()}
-
-
 def router_file(meta=None, tensors=None, raw: bytes | None = None, name="router.safetensors"):
     """A copy of the shipped default router (kNN, 5 candidates, 384-d) with ``meta`` / ``tensors`` mutated."""
     def setup(t):
-        from safetensors.numpy import save_file
-
-        path = t / name
         if raw is not None:
-            path.write_bytes(raw)
-            return
-        header, ts = _default_router_parts()
-        header, ts = dict(header), {k: v.copy() for k, v in ts.items()}
-        m = json.loads(header["router"])
-        if meta:
-            meta(m, header)
-        if tensors:
-            tensors(ts)
-        header["router"] = json.dumps(m)
-        save_file({k: np.ascontiguousarray(v) for k, v in ts.items()}, str(path), metadata=header)
+            (t / name).write_bytes(raw)
+        else:
+            rewrite_router(DEFAULT_ROUTER, t / name, meta, tensors)
     return setup
 
 

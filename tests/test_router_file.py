@@ -1,9 +1,9 @@
-import json
 import os
 import pickle
 
 import numpy as np
 import pytest
+from conftest import rewrite_router
 
 from cost_aware_router.errors import RouterError, RouterFileError
 from cost_aware_router.fileutil import atomic_write, safe_child
@@ -68,23 +68,6 @@ def test_unwritable_output_folder(agiqa_router, tmp_path):
             agiqa_router.save(ro / "r.safetensors")
 
 
-def _rewrite(src, dst, mutate_meta=None, mutate_tensors=None):
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
-
-    with safe_open(str(src), framework="numpy") as fh:
-        header = dict(fh.metadata())
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    meta = json.loads(header["router"])
-    if mutate_meta:
-        mutate_meta(meta, header)
-    if mutate_tensors:
-        mutate_tensors(tensors)
-    header["router"] = json.dumps(meta)
-    save_file(tensors, str(dst), metadata=header)
-    return dst
-
-
 def test_pickled_truncated_and_corrupt_files_are_refused(agiqa_router_file, tmp_path):
     p = tmp_path / "pickled.safetensors"
     p.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
@@ -116,7 +99,7 @@ def test_pickled_truncated_and_corrupt_files_are_refused(agiqa_router_file, tmp_
     (lambda m, h: m["norm"].update(std=0), "positive std"),
 ])
 def test_wrong_metadata_is_named(agiqa_router_file, tmp_path, mutate, message):
-    bad = _rewrite(agiqa_router_file, tmp_path / "bad.safetensors", mutate_meta=mutate)
+    bad = rewrite_router(agiqa_router_file, tmp_path / "bad.safetensors", mutate_meta=mutate)
     with pytest.raises(RouterFileError, match=message):
         load_router(bad)
 
@@ -125,7 +108,7 @@ def test_wrong_tensor_shapes_and_values(agiqa_router_file, tmp_path):
     def drop_column(t):
         t["knn_y"] = t["knn_y"][:, :3]
 
-    bad = _rewrite(agiqa_router_file, tmp_path / "a.safetensors", mutate_tensors=drop_column)
+    bad = rewrite_router(agiqa_router_file, tmp_path / "a.safetensors", mutate_tensors=drop_column)
     with pytest.raises(RouterFileError, match="'knn_y' has shape .* 5 candidates"):
         load_router(bad)
 
@@ -133,7 +116,7 @@ def test_wrong_tensor_shapes_and_values(agiqa_router_file, tmp_path):
         t["mu"] = t["mu"].copy()
         t["mu"][0] = np.inf
 
-    bad = _rewrite(agiqa_router_file, tmp_path / "b.safetensors", mutate_tensors=poison)
+    bad = rewrite_router(agiqa_router_file, tmp_path / "b.safetensors", mutate_tensors=poison)
     with pytest.raises(RouterFileError, match="non-finite"):
         load_router(bad)
 
@@ -152,7 +135,7 @@ def test_plain_names_get_the_suffix(tmp_path):
 def test_header_length_starting_with_0x80_is_not_mistaken_for_a_pickle(agiqa_router_file, tmp_path):
     """A safetensors file starts with its header length (little-endian); 0x80 there is legitimate."""
     for pad in range(0, 2048):
-        path = _rewrite(agiqa_router_file, tmp_path / "pad.safetensors",
+        path = rewrite_router(agiqa_router_file, tmp_path / "pad.safetensors",
                         mutate_meta=lambda m, h, pad=pad: h.update(padding="x" * pad))
         if path.read_bytes()[:1] == b"\x80":
             break

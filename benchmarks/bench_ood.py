@@ -1,0 +1,147 @@
+"""Out-of-distribution prompts: how far unseen corpora are from a router's training prompts,
+how often the fallback engages, and what it does to quality.
+
+    python benchmarks/bench_ood.py [--seeds 3] [--json benchmarks/results/ood.json]
+
+1. Distances. A kNN router is trained on each table; the prompt corpora in shared/data/prompts
+   (none of which it saw) and the table's own held-out prompts (5-fold) are routed, and the
+   share of prompts with any fallback (distance past the 99th percentile of the training
+   prompts) and with full fallback is reported.
+2. Quality. Topic hold-out: the table's prompts are split into 6 spherical k-means clusters;
+   each cluster in turn is held out, the router is trained on the other five and routes the held-out
+   cluster with and without the fallback. Random 5-fold CV measures what the fallback costs
+   in distribution. Both give pooled deferral-curve areas (``evaluate.summarise``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cost_aware_router.data import aggregate  # noqa: E402
+from cost_aware_router.embed import get_embedder  # noqa: E402
+from cost_aware_router.evaluate import N_BUDGETS, summarise, sweep_budgets  # noqa: E402
+from cost_aware_router.reference import spherical_kmeans_medoids  # noqa: E402
+from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
+from cost_aware_router.train import train_router  # noqa: E402
+
+CASES = (("agiqa_3k", "mos_quality"), ("agiqa_3k", "mos_align"), ("genai_bench_527", "human_mean_1to5"),
+         ("tifa_160", "human_avg_1to5"))
+CLUSTERS = 6
+
+
+def corpora(data: Path) -> dict[str, list[str]]:
+    p = data / "prompts"
+    with open(p / "PartiPrompts.tsv", newline="", encoding="utf-8") as fh:
+        parti = [r["Prompt"] for r in csv.DictReader(fh, delimiter="\t")]
+    with open(p / "DrawBench_Prompts.csv", newline="", encoding="utf-8") as fh:
+        drawbench = [r["Prompts"] for r in csv.DictReader(fh)]
+    with open(p / "COCO_Captions_1000.csv", newline="", encoding="utf-8") as fh:
+        coco = [r[0] for r in csv.reader(fh)]
+    diffusiondb = [ln.strip() for ln in (p / "diffusiondb_2m_first_5k.txt").read_text(encoding="utf-8").splitlines()]
+    geneval = [json.loads(ln)["prompt"] for ln in (p / "geneval_evaluation_metadata.jsonl").read_text().splitlines()
+               if ln.strip()]
+    tifa = [x["caption"] for x in json.loads((p / "tifa_v1.0_text_inputs.json").read_text())]
+    out = {"DiffusionDB (first 5k)": diffusiondb, "COCO captions": coco, "PartiPrompts": parti,
+           "DrawBench": drawbench, "GenEval": geneval, "TIFA v1.0 text inputs": tifa}
+    return {k: [s for s in dict.fromkeys(v) if s.strip()][:2000] for k, v in out.items()}
+
+
+def routed_areas(ds, X, emb, parts, seed) -> dict:
+    """Pooled deferral-curve areas over held-out ``parts``, with and without the fallback."""
+    n = len(ds.prompts)
+    lo, hi = float(ds.cost.min()), float(ds.cost.max())
+    ch = {k: np.zeros((N_BUDGETS + 2, n), dtype=int) for k in ("fallback", "no_fallback")}
+    fb = np.zeros(n)
+    for test in parts:
+        train = np.setdiff1d(np.arange(n), test)
+        r = train_router(ds.subset(train), emb, "knn", seed=seed, embeddings=X[train])
+        tp = [ds.prompts[i] for i in test]
+        z, _, w = r.predict_embedded(X[test])
+        fb[test] = w
+        bare = r.copy(reference=None)
+        z0 = bare.predict_embedded(X[test])[0]
+        for b_i, b in enumerate(sweep_budgets(r, lo, hi)):
+            ch["fallback"][b_i, test] = r.choices(z, tp, b)[0]
+            ch["no_fallback"][b_i, test] = bare.choices(z0, tp, b)[0]
+    Y, cost = ds.quality, ds.cost
+    out = {"prompts_with_fallback": float((fb > 0).mean()), "mean_fallback": float(fb.mean()),
+           "choices_changed": float((ch["fallback"] != ch["no_fallback"]).mean())}
+    for k, c in ch.items():
+        pts = [(float(cost[row].mean()), float(Y[np.arange(n), row].mean())) for row in c]
+        s = summarise(pts, Y, cost, ds.candidates)
+        out[k] = {"auc": s["auc_router"], "gap_closed": s["gap_closed"],
+                  "min_margin": s["min_margin_vs_best_fixed_mix"]}
+    out["auc_gain"] = out["fallback"]["auc"] - out["no_fallback"]["auc"]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(default_data_dir()))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "ood.json"))
+    args = ap.parse_args()
+    emb = get_embedder()
+    t0 = time.perf_counter()
+    texts = corpora(Path(args.data))
+    result = {"distances": [], "quality": []}
+    for table, metric in CASES:
+        ds = aggregate(table_records(table, args.data), metric, TABLES[table]["source"])
+        ds = ds.subset(np.nonzero(ds.complete)[0])
+        X = emb.embed(ds.prompts)
+        n = len(ds.prompts)
+        if metric == next(iter(TABLES[table]["metrics"])):
+            r = train_router(ds, emb, "knn", embeddings=X)
+            ref = r.reference
+            row = {"table": table, "training_prompts": n, "median": ref.median, "start": ref.start, "full": ref.full,
+                   "corpora": {}}
+            perm = np.random.default_rng(1).permutation(n)
+            held = np.zeros(n)
+            for test in (perm[i::5] for i in range(5)):
+                rr = train_router(ds.subset(np.setdiff1d(np.arange(n), test)), emb, "knn",
+                                  embeddings=X[np.setdiff1d(np.arange(n), test)])
+                held[test] = rr.predict_embedded(X[test])[2]
+            row["corpora"]["held-out prompts of the same table"] = {
+                "n": n, "any_fallback": float((held > 0).mean()), "full_fallback": float((held >= 1).mean())}
+            for name, prompts in texts.items():
+                _, d, w = r.predict_embedded(emb.embed(prompts))
+                row["corpora"][name] = {"n": len(prompts), "median_distance": float(np.median(d)),
+                                        "mean_fallback": float(w.mean()),
+                                        "any_fallback": float((w > 0).mean()), "full_fallback": float((w >= 1).mean())}
+            result["distances"].append(row)
+            print(f"{table}: training median {ref.median:.3f}, fallback from {ref.start:.3f} to {ref.full:.3f}; "
+                  + "; ".join(f"{k} {v['any_fallback']:.0%}/{v['full_fallback']:.0%}"
+                              for k, v in row["corpora"].items()),
+                  flush=True)
+        for seed in range(args.seeds):
+            labels = np.argmax(X @ X[spherical_kmeans_medoids(X, CLUSTERS, seed)].T, axis=1)
+            topic = routed_areas(ds, X, emb, [np.nonzero(labels == c)[0] for c in range(CLUSTERS)
+                                              if (labels == c).any()], seed)
+            perm = np.random.default_rng(seed + 1).permutation(n)
+            rand = routed_areas(ds, X, emb, [perm[i::5] for i in range(5)], seed)
+            result["quality"].append({"table": table, "metric": metric, "seed": seed, "topic_holdout": topic,
+                                      "random_cv": rand})
+            print(f"  {table} {metric} seed {seed}: topic hold-out fallback on {topic['prompts_with_fallback']:.0%}, "
+                  f"{topic['choices_changed']:.1%} of choices changed, area gain {topic['auc_gain']:+.4f} "
+                  f"(gap closed {topic['no_fallback']['gap_closed']:+.3f} -> "
+                  f"{topic['fallback']['gap_closed']:+.3f}); "
+                  f"random CV fallback on {rand['prompts_with_fallback']:.0%}, "
+                  f"area gain {rand['auc_gain']:+.4f}", flush=True)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.json} in {result['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

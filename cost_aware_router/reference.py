@@ -1,0 +1,149 @@
+"""The router's reference set: a sample of its training prompts kept in the router file.
+
+It serves three things:
+
+* **out-of-distribution fallback** -- a prompt's distance to the training prompts is one minus
+  the mean cosine similarity of its ``k`` nearest reference prompts. Up to ``start`` (the 99th
+  percentile of the training prompts' own leave-one-out distances) predictions are used as
+  they are; from there to ``full`` they are moved linearly toward each candidate's average
+  quality, and beyond ``full`` the router chooses as if it knew nothing about the prompt: the
+  candidate that is best on average for the budget.
+* **anchor prompts** -- a representative subset (one prompt per spherical k-means cluster) for
+  which a new candidate can be scored and added without retraining (``extend.py``).
+* **calibration after a change** -- the reference prompts' out-of-fold predictions and true
+  (normalised) scores let a changed router recompute its budget calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_REFERENCE = 2048
+N_ANCHORS = 128
+OOD_K = 8
+OOD_START_PERCENTILE = 99.0
+
+
+def top_k_distance(E: np.ndarray, R: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
+    """One minus the mean cosine similarity of each row of ``E`` to its ``k`` nearest rows of ``R``."""
+    if len(E) == 0:
+        return np.zeros(0)
+    S = np.asarray(E, dtype=np.float32) @ np.asarray(R, dtype=np.float32).T
+    if exclude_self:
+        np.fill_diagonal(S, -np.inf)
+    k = max(1, min(k, R.shape[0] - (1 if exclude_self else 0)))
+    top = -np.partition(-S, k - 1, axis=1)[:, :k]
+    return 1.0 - top.mean(axis=1).astype(np.float64)
+
+
+def spherical_kmeans_medoids(X: np.ndarray, n: int, seed: int = 0, iters: int = 25) -> np.ndarray:
+    """Indices of ``n`` representative rows: the row nearest each spherical k-means centroid."""
+    n = min(n, len(X))
+    if n >= len(X):
+        return np.arange(len(X))
+    rng = np.random.default_rng(seed)
+    # k-means++ seeding on cosine distance
+    centres = [int(rng.integers(len(X)))]
+    d = 1.0 - X @ X[centres[0]]
+    for _ in range(1, n):
+        p = np.clip(d, 0, None) ** 2
+        nxt = int(rng.choice(len(X), p=p / p.sum())) if p.sum() > 0 else int(rng.integers(len(X)))
+        centres.append(nxt)
+        d = np.minimum(d, 1.0 - X @ X[nxt])
+    C = X[centres].astype(np.float64)
+    for _ in range(iters):
+        assign = np.argmax(X @ C.T, axis=1)
+        for j in range(n):
+            members = X[assign == j]
+            if len(members):
+                c = members.sum(axis=0)
+                C[j] = c / (np.linalg.norm(c) or 1.0)
+    sims = X @ C.T
+    chosen: list[int] = []
+    taken = np.zeros(len(X), dtype=bool)
+    for j in np.argsort(-np.bincount(np.argmax(sims, axis=1), minlength=n), kind="stable"):
+        order = np.argsort(-sims[:, j])
+        i = int(next(i for i in order if not taken[i]))
+        taken[i] = True
+        chosen.append(i)
+    return np.array(sorted(chosen))
+
+
+@dataclass
+class Reference:
+    x: np.ndarray            # [R, d] unit-norm embeddings of reference prompts
+    oof: np.ndarray          # [R, C] out-of-fold normalised predictions of the router's trained candidates
+    y: np.ndarray            # [R, C] true normalised scores (NaN where not scored)
+    anchors: np.ndarray      # indices into the reference rows
+    anchor_prompts: list[str]
+    k: int = OOD_K
+    start: float = 1.0       # distance where the fallback begins
+    full: float = 2.0        # distance where predictions are fully replaced by candidate averages
+    median: float = 0.0      # median leave-one-out distance of the training prompts
+
+    @classmethod
+    def build(cls, X: np.ndarray, oof: np.ndarray, Y: np.ndarray, prompts: list[str], seed: int = 0,
+              n_anchors: int = N_ANCHORS) -> Reference:
+        X = np.asarray(X, dtype=np.float32)
+        rows = np.arange(len(X))
+        if len(rows) > MAX_REFERENCE:
+            rows = np.sort(np.random.default_rng(seed).choice(len(X), MAX_REFERENCE, replace=False))
+        x = X[rows]
+        loo = top_k_distance(x, x, OOD_K, exclude_self=True) if len(x) > 1 else np.zeros(len(x))
+        median = float(np.median(loo)) if len(loo) else 0.0
+        start = float(np.percentile(loo, OOD_START_PERCENTILE)) if len(loo) else 1.0
+        # full fallback as far beyond the 99th percentile as the 99th percentile is beyond the median
+        full = start + max(start - median, 0.05)
+        anchors = spherical_kmeans_medoids(x, min(n_anchors, max(1, len(x) // 2)), seed)
+        return cls(x=x, oof=np.asarray(oof, dtype=np.float32)[rows], y=np.asarray(Y, dtype=np.float32)[rows],
+                   anchors=anchors, anchor_prompts=[prompts[int(rows[i])] for i in anchors],
+                   k=OOD_K, start=start, full=full, median=median)
+
+    # -- out of distribution -----------------------------------------------------------
+    def distance(self, E: np.ndarray) -> np.ndarray:
+        return top_k_distance(E, self.x, self.k)
+
+    def fallback(self, distance: np.ndarray) -> np.ndarray:
+        """Share of each prediction replaced by the candidate averages, in [0, 1]."""
+        return np.clip((np.asarray(distance) - self.start) / max(self.full - self.start, 1e-9), 0.0, 1.0)
+
+    def describe(self, distance: float, weight: float) -> str:
+        head = (f"prompt distance to training prompts {distance:.3f} (training prompts: median {self.median:.3f}, "
+                f"99th percentile {self.start:.3f}; full fallback at {self.full:.3f})")
+        if weight <= 0:
+            return head + ": in distribution"
+        return head + f": out of distribution, predictions moved {weight:.0%} toward each candidate's average"
+
+    # -- file ----------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        return ({"ref_x": self.x, "ref_oof": self.oof, "ref_y": self.y},
+                {"k": int(self.k), "start": float(self.start), "full": float(self.full), "median": float(self.median),
+                 "anchors": [int(i) for i in self.anchors], "anchor_prompts": list(self.anchor_prompts)})
+
+    @classmethod
+    def from_state(cls, tensors: dict, meta: dict) -> Reference:
+        return cls(x=np.asarray(tensors["ref_x"], dtype=np.float32), oof=np.asarray(tensors["ref_oof"], np.float32),
+                   y=np.asarray(tensors["ref_y"], dtype=np.float32), anchors=np.asarray(meta["anchors"], dtype=int),
+                   anchor_prompts=list(meta["anchor_prompts"]), k=int(meta["k"]), start=float(meta["start"]),
+                   full=float(meta["full"]), median=float(meta["median"]))
+
+    def problems(self, d: int, C: int) -> list[str]:
+        """What is wrong with a loaded reference set (empty when it is consistent)."""
+        out = []
+        R = self.x.shape[0]
+        if self.x.ndim != 2 or self.x.shape[1] != d or R < 1:
+            out.append(f"tensor 'ref_x' has shape {tuple(self.x.shape)}, expected (*, {d})")
+        for name, t in (("ref_oof", self.oof), ("ref_y", self.y)):
+            if t.shape != (R, C):
+                out.append(f"tensor '{name}' has shape {tuple(t.shape)}, expected ({R}, {C})")
+        if not (np.isfinite(self.x).all() and np.isfinite(self.oof).all()):
+            out.append("reference tensors have non-finite values")
+        if len(self.anchors) != len(self.anchor_prompts) or not all(0 <= i < R for i in self.anchors):
+            out.append("reference anchors must be distinct row indices with one prompt each")
+        elif len(set(self.anchors.tolist())) != len(self.anchors):
+            out.append("reference anchors must be distinct row indices with one prompt each")
+        if not (self.k >= 1 and np.isfinite([self.start, self.full, self.median]).all() and self.full > self.start):
+            out.append("reference 'k' must be >= 1 and 'start' < 'full' finite distances")
+        return out
