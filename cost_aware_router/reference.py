@@ -4,7 +4,7 @@ It serves three things:
 
 * **out-of-distribution fallback** -- a prompt's distance to the training prompts is one minus
   the mean cosine similarity of its ``k`` nearest reference prompts. Up to ``start`` (the 99th
-  percentile of the training prompts' own leave-one-out distances) predictions are used as
+  percentile of the training prompts' own leave-one-out distances, at least ``OOD_MIN_START``) predictions are used as
   they are; from there to ``full`` they are moved linearly toward each candidate's average
   quality, and beyond ``full`` the router chooses as if it knew nothing about the prompt: the
   candidate that is best on average for the budget.
@@ -24,6 +24,11 @@ MAX_REFERENCE = 2048
 N_ANCHORS = 128
 OOD_K = 8
 OOD_START_PERCENTILE = 99.0
+# Floors in cosine distance (one minus mean top-k similarity, MiniLM-scale): a router trained on
+# near-identical prompts (templates) would otherwise call a mere rewording out of distribution.
+# Paraphrases sit around 0.1-0.3 and unrelated prompts around 0.85-1.0.
+OOD_MIN_START = 0.5
+OOD_MIN_RAMP = 0.15
 
 
 def top_k_distance(E: np.ndarray, R: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
@@ -93,9 +98,9 @@ class Reference:
         x = X[rows]
         loo = top_k_distance(x, x, OOD_K, exclude_self=True) if len(x) > 1 else np.zeros(len(x))
         median = float(np.median(loo)) if len(loo) else 0.0
-        start = float(np.percentile(loo, OOD_START_PERCENTILE)) if len(loo) else 1.0
-        # full fallback as far beyond the 99th percentile as the 99th percentile is beyond the median
-        full = start + max(start - median, 0.05)
+        start = max(float(np.percentile(loo, OOD_START_PERCENTILE)) if len(loo) else 1.0, OOD_MIN_START)
+        # full fallback as far beyond the start as the start is beyond the median
+        full = start + max(start - median, OOD_MIN_RAMP)
         anchors = spherical_kmeans_medoids(x, min(n_anchors, max(1, len(x) // 2)), seed)
         return cls(x=x, oof=np.asarray(oof, dtype=np.float32)[rows], y=np.asarray(Y, dtype=np.float32)[rows],
                    anchors=anchors, anchor_prompts=[prompts[int(rows[i])] for i in anchors],
@@ -110,8 +115,8 @@ class Reference:
         return np.clip((np.asarray(distance) - self.start) / max(self.full - self.start, 1e-9), 0.0, 1.0)
 
     def describe(self, distance: float, weight: float) -> str:
-        head = (f"prompt distance to training prompts {distance:.3f} (training prompts: median {self.median:.3f}, "
-                f"99th percentile {self.start:.3f}; full fallback at {self.full:.3f})")
+        head = (f"prompt distance to training prompts {distance:.3f} (their own median {self.median:.3f}; "
+                f"fallback starts at {self.start:.3f}, full at {self.full:.3f})")
         if weight <= 0:
             return head + ": in distribution"
         return head + f": out of distribution, predictions moved {weight:.0%} toward each candidate's average"

@@ -5,6 +5,7 @@ from typing_extensions import override
 
 from .candidates import CandidateNode
 from .common import register_folders
+from .extend import AddCandidateNode, AnchorPromptsNode
 from .measure import MeasureCostsNode
 from .pool import CandidatePoolNode
 from .route import CostAwareRouterNode
@@ -20,4 +21,4 @@ class CostAwareRouterExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [CandidateNode, CandidatePoolNode, CostAwareRouterNode, TrainRouterNode, QualityScorerNode,
-                MeasureCostsNode, CandidateSweepNode, SaveScoredGenerationNode]
+                MeasureCostsNode, CandidateSweepNode, SaveScoredGenerationNode, AnchorPromptsNode, AddCandidateNode]

@@ -17,7 +17,7 @@ from .harness import (
 )
 
 NODES = ("CostAwareRouter.Candidate", "CostAwareRouter.CandidatePool", "CostAwareRouter.Route",
-         "CostAwareRouter.Train")
+         "CostAwareRouter.Train", "CostAwareRouter.AnchorPrompts", "CostAwareRouter.AddCandidate")
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
 TIFA = REPO / "tests" / "data" / "tifa_160"
 
@@ -224,3 +224,35 @@ def test_checkpoint_missing_from_disk_is_named(comfy):
     entry = comfy.run(graph)
     assert entry["status"]["status_str"] == "error"
     assert "checkpoint 'gone.safetensors' is not in any checkpoints folder" in error_message(entry)
+
+
+def test_a_candidate_scored_on_the_anchor_prompts_is_added_and_routed_to(comfy):
+    """Anchor prompts out of one node; a new candidate scored on them (better than both old ones on cat
+    prompts only) added by another; the routing node then sends a cat prompt to it."""
+    router = train_alternating_router(comfy.root / "models" / "router_weights")
+    entry = comfy.run({"anchors": {"class_type": "CostAwareRouter.AnchorPrompts", "inputs": {"router": router}}})
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    shown = texts(entry, "anchors")[0].splitlines()
+    count = int(shown[0].split()[0])
+    anchors = shown[1:]
+    assert count == len(anchors) >= 20
+    folder = comfy.root / "input" / "dogs_on_anchors"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"prompt": p, "candidate": "dogs", "score": 2.0 if "cat" in p else -1.0, "cost": 1.0,
+             "checkpoint": "alt_a.safetensors", "steps": 3, "cfg": 6.0, "sampler": "euler", "scheduler": "normal"}
+            for p in anchors]
+    (folder / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    add = {"add": {"class_type": "CostAwareRouter.AddCandidate", "inputs": {
+        "router": router, "data_folder": "dogs_on_anchors", "candidate": "dogs", "metric": "score", "cost": -1.0,
+        "output_name": "alternating_plus_dogs", "overwrite": False}}}
+    entry = comfy.run(add)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    assert "added 'dogs' (cost 1 s/image" in texts(entry, "add")[0]
+    cands = [("cats", "alt_a.safetensors", 2, 7.0), ("cars", "alt_b.safetensors", 2, 7.0),
+             ("dogs", "alt_a.safetensors", 3, 6.0)]
+    entry = comfy.run(api_route_graph(cands, "alternating_plus_dogs.safetensors", "a photo of a tabby cat, number 4"))
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    explanation = texts(entry, "route")[0]
+    assert explanation.startswith("chose 'dogs'") and "prompt distance to training prompts" in explanation
+    again = comfy.run(add)
+    assert again["status"]["status_str"] == "error" and "already exists" in error_message(again)

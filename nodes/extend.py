@@ -1,0 +1,96 @@
+"""Adding a candidate to a router without retraining: its anchor prompts, then the addition."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io, ui
+
+from ..cost_aware_router.data import load_dataset
+from ..cost_aware_router.errors import RouterError
+from ..cost_aware_router.extend import add_candidate_from_dataset, anchor_prompts, describe_addition
+from ..cost_aware_router.fileutil import resolve_under, safe_child
+from .common import CATEGORY, NODE_PREFIX, data_roots, router_files, save_dir
+from .route import get_router
+
+
+def _router_input(files):
+    return io.Combo.Input("router", options=files, default="default.safetensors" if "default.safetensors" in files
+                          else None, tooltip="Router file from the router_weights folders.")
+
+
+class AnchorPromptsNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id=f"{NODE_PREFIX}.AnchorPrompts",
+            display_name="Router Anchor Prompts",
+            category=CATEGORY,
+            description="The representative prompts a router keeps for adding a candidate without retraining. "
+                        "Generate and score the new candidate on them (Candidate Sweep -> ... -> Save Scored "
+                        "Generation), then use Add Candidate to Router.",
+            is_output_node=True,
+            inputs=[_router_input(router_files())],
+            outputs=[
+                io.String.Output("prompts", display_name="prompts",
+                                 tooltip="The anchor prompts, one per line (for Candidate Sweep's prompts)."),
+                io.Int.Output("count", display_name="count", tooltip="How many anchor prompts there are."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, router) -> io.NodeOutput:
+        prompts = anchor_prompts(get_router(router))
+        text = "\n".join(prompts)
+        return io.NodeOutput(text, len(prompts), ui=ui.PreviewText(f"{len(prompts)} anchor prompts\n{text}"))
+
+
+class AddCandidateNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id=f"{NODE_PREFIX}.AddCandidate",
+            display_name="Add Candidate to Router",
+            category=CATEGORY,
+            description="Adds a candidate scored on the router's anchor prompts, without retraining: its quality "
+                        "on a new prompt is predicted from the nearest anchors, and budgets are recalibrated. "
+                        "Saves a new router file into models/router_weights.",
+            is_output_node=True,
+            inputs=[
+                _router_input(router_files()),
+                io.String.Input("data_folder", default="new_candidate",
+                                tooltip="Scored generations of the new candidate on the anchor prompts, relative to "
+                                        "ComfyUI's input folder (or an absolute path under the input, output or user "
+                                        "folder, or under COST_AWARE_ROUTER_DATA_ROOTS)."),
+                io.String.Input("candidate", default="",
+                                tooltip="The new candidate's label in that folder (also its label in the router and "
+                                        "the pool)."),
+                io.String.Input("metric", default="score",
+                                tooltip="'score' or one of the rows' 'scores': the same metric the router was "
+                                        "trained on."),
+                io.Float.Input("cost", default=-1.0, min=-1.0, max=100000.0, step=0.01,
+                               tooltip="Seconds per image; -1 = the mean measured cost in the folder."),
+                io.String.Input("output_name", default="my_router_plus",
+                                tooltip="File name to save in models/router_weights ('.safetensors' is added)."),
+                io.Boolean.Input("overwrite", default=False,
+                                 tooltip="Replace an existing router file of the same name."),
+            ],
+            outputs=[
+                io.String.Output("router_name", display_name="router_name",
+                                 tooltip="Name of the saved router file, for the Cost-Aware Router node."),
+                io.String.Output("report", display_name="report", tooltip="How the candidate was added."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, router, data_folder, candidate, metric, cost, output_name, overwrite) -> io.NodeOutput:
+        if not candidate.strip():
+            raise RouterError("Add Candidate to Router: name the new candidate's label")
+        folder = resolve_under(data_folder, data_roots(), "data folder")
+        out = safe_child(save_dir(), output_name, ".safetensors")
+        if out.exists() and not overwrite:
+            raise RouterError(f"{out.name} already exists in {out.parent}; switch on overwrite to replace it")
+        ds = load_dataset(folder, metric=metric.strip() or "score")
+        new, report = add_candidate_from_dataset(get_router(router), ds, candidate, None if cost < 0 else cost)
+        new.save(out, overwrite=overwrite)
+        text = (describe_addition(candidate.strip(), report)
+                + f"\nsaved {out.name}: {len(new.names)} candidates, default budget {new.default_budget:.3g} s/image")
+        return io.NodeOutput(out.name, text, ui=ui.PreviewText(text))
