@@ -1,12 +1,14 @@
 """Run every benchmark and print the results table for the README.
 
     python benchmarks/run_all.py            # core; plus ComfyUI when COMFYUI_DIR/COMFYUI_PYTHON are set
+    python benchmarks/run_all.py --quality  # also router quality on the rating tables (minutes; bench_quality.py)
 
 Results go to benchmarks/results/*.json. The machine is described from what this process sees.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -39,6 +41,10 @@ def machine() -> str:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quality", action="store_true",
+                    help="also run bench_quality.py (every predictor on every rating table, 10 seeds)")
+    args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     subprocess.run([sys.executable, str(HERE / "bench_core.py"), "--json", str(RESULTS / "core.json")], check=True)
     if os.environ.get("COMFYUI_DIR") and os.environ.get("COMFYUI_PYTHON"):
@@ -46,6 +52,9 @@ def main() -> int:
                         "--json", str(RESULTS / "comfyui.json")], check=True)
     else:
         print("ComfyUI benchmark skipped: set COMFYUI_DIR and COMFYUI_PYTHON", file=sys.stderr)
+    if args.quality:
+        subprocess.run([sys.executable, str(HERE / "bench_quality.py"), "--json", str(RESULTS / "quality.json")],
+                       check=True)
     (RESULTS / "machine.txt").write_text(machine() + "\n")
     print(f"machine: {machine()}")
     for name in ("core", "comfyui"):
