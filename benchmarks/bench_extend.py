@@ -97,7 +97,7 @@ def run_case(ds, X, emb, held: str, seed: int, folds: int = 5) -> dict:
     return out
 
 
-def table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict]) -> str:
     """Markdown: per table, means over held-out candidates and seeds."""
     out = ["| table, metric | runs | gap closed: retrained | added, 50 anchors | 100 | all | without the new one "
            "(runs where defined) | added/retrained gap, all anchors | RMSE new column: mean / retrained / added |",
@@ -145,8 +145,8 @@ def main() -> int:
             if not np.isfinite(r[k]["gap_closed"]):
                 r[k]["gap_closed"] = r[k]["auc"] = None
     result = {"seconds": round(time.perf_counter() - t0, 1), "seeds": args.seeds, "rows": rows}
-    print(table(rows))
     Path(args.json).write_text(json.dumps(result, indent=1))
+    print(markdown_table(rows))
     print(f"wrote {args.json} in {result['seconds']} s")
     return 0
 

@@ -167,7 +167,7 @@ def cross_validate(ds: Dataset, embedder, predictor: str = "knn", folds: int = 5
         train = np.setdiff1d(np.arange(n), test)
         r = train_router(ds.subset(train), embedder, predictor, seed=seed, embeddings=X[train])
         params.append(r.predictor.state()[1])
-        z = r.predictor.predict(X[test])
+        z = r.predict_embedded(X[test])[0]
         budgets = sweep_budgets(r, lo, hi)
         test_prompts = [ds.prompts[i] for i in test]
         for b_i, b in enumerate(budgets):

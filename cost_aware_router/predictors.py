@@ -389,9 +389,13 @@ class KNNOrRidgePredictor(Predictor):
             out[("ridge", p)] = mu + Xte.astype(np.float64) @ W
         return out
 
-    def _oofs(self, X, Y, folds, seed, progress=None) -> dict:
+    def _oofs(self, X, Y, folds, seed, progress=None) -> tuple[dict, dict]:
+        """Out-of-fold predictions per setting: averaged over the repeats (to choose a setting) and
+        from the first repeat alone (to calibrate budgets: averages spread less than one model's
+        predictions on new prompts, so a calibration on them overspends)."""
         n = len(X)
         acc: dict = {}
+        first: dict = {}
         steps = self.REPEATS * max(2, min(folds, n))
         done = 0
         for r in range(self.REPEATS):
@@ -399,22 +403,24 @@ class KNNOrRidgePredictor(Predictor):
                 train = np.setdiff1d(np.arange(n), test)
                 for key, pred in self._fold(X[train], Y[train], column_means(Y[train]), X[test]).items():
                     acc.setdefault(key, np.zeros(Y.shape))[test] += pred / self.REPEATS
+                    if r == 0:
+                        first.setdefault(key, np.zeros(Y.shape))[test] = pred
                 done += 1
                 if progress:
                     progress(done, steps + 1)
-        return acc
+        return acc, first
 
     def fit(self, X, Y, cost, folds=5, seed=0, progress=None):
         X = np.asarray(X, dtype=np.float32)
         Y = np.asarray(Y, dtype=np.float64)
         self.mu = column_means(Y)
-        oofs = self._oofs(X, Y, folds, seed, progress)
+        oofs, first = self._oofs(X, Y, folds, seed, progress)
         (family, value), self.alpha = self._select(oofs, Y, cost)
         self.params.update(family=family, value=float(value))
         self._refit(X, Y)
         if progress:
             progress(1, 1)
-        return self.mu + self.alpha * (oofs[(family, value)] - self.mu)
+        return self.mu + self.alpha * (first[(family, value)] - self.mu)
 
     def _refit(self, X, Y) -> None:
         if self.params["family"] == "ridge":
