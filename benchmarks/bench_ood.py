@@ -31,6 +31,7 @@ from cost_aware_router.data import aggregate  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
 from cost_aware_router.evaluate import N_BUDGETS, summarise, sweep_budgets  # noqa: E402
 from cost_aware_router.reference import spherical_kmeans_medoids  # noqa: E402
+from cost_aware_router.router import Budget  # noqa: E402
 from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
 from cost_aware_router.train import train_router  # noqa: E402
 
@@ -113,14 +114,23 @@ def main() -> int:
                 held[test] = rr.predict_embedded(X[test])[2]
             row["corpora"]["held-out prompts of the same table"] = {
                 "n": n, "any_fallback": float((held > 0).mean()), "full_fallback": float((held >= 1).mean())}
+            bare = r.copy(reference=None)
             for name, prompts in texts.items():
-                _, d, w = r.predict_embedded(emb.embed(prompts))
+                E = emb.embed(prompts)
+                z, d, w = r.predict_embedded(E)
+                changed = [float((r.choices(z, prompts, b)[0] != bare.choices(bare.predict_embedded(E)[0], prompts,
+                                                                                b)[0]).mean())
+                           for b in (Budget(), Budget(best_quality=True))]
                 row["corpora"][name] = {"n": len(prompts), "median_distance": float(np.median(d)),
                                         "mean_fallback": float(w.mean()),
+                                        "choices_changed_default_budget": changed[0],
+                                        "choices_changed_best_quality": changed[1],
                                         "any_fallback": float((w > 0).mean()), "full_fallback": float((w >= 1).mean())}
             result["distances"].append(row)
             print(f"{table}: training median {ref.median:.3f}, fallback from {ref.start:.3f} to {ref.full:.3f}; "
                   + "; ".join(f"{k} {v['any_fallback']:.0%}/{v['full_fallback']:.0%}"
+                              + (f" changed {v['choices_changed_default_budget']:.1%}/"
+                                 f"{v['choices_changed_best_quality']:.1%}" if "mean_fallback" in v else "")
                               for k, v in row["corpora"].items()),
                   flush=True)
         for seed in range(args.seeds):

@@ -2,7 +2,7 @@
 
     python scripts/build_default_router.py [--data ../shared/data] [--overwrite]
 
-Trains the default router (kNN on AGIQA-3K perceptual-quality MOS over SD 1.5 at 50 and 10
+Trains the default router (knn_or_ridge on AGIQA-3K perceptual-quality MOS over SD 1.5 at 50 and 10
 steps, low/high CFG, and SDXL) and cross-validates every predictor on every table and metric of
 the shared data, writing router_weights/cv_figures.json and router_weights/default_cv.png.
 """
@@ -26,7 +26,7 @@ from cost_aware_router.predictors import PREDICTORS  # noqa: E402
 from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
 from cost_aware_router.train import train_router  # noqa: E402
 
-DEFAULT_TABLE, DEFAULT_METRIC, DEFAULT_PREDICTOR = "agiqa_3k", "mos_quality", "knn"
+DEFAULT_TABLE, DEFAULT_METRIC, DEFAULT_PREDICTOR = "agiqa_3k", "mos_quality", "knn_or_ridge"
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ written, no stray temporary file and nothing lost from the folder around it. Emp
 100,000-character prompts must route.
 """
 
+import functools
 import hashlib
 import json
 import math
@@ -102,13 +103,28 @@ def png(name: str, text: str | None = None, truncated: bool = False):
     return setup
 
 
+@functools.lru_cache(maxsize=1)
+def knn_router_path() -> Path:
+    """A kNN router on all 300 AGIQA-3K prompts of tests/data (5 candidates, 384-d): the known tensor
+    layout the broken-file cases below mutate, whatever predictor the shipped default uses."""
+    import tempfile
+
+    from cost_aware_router.data import load_dataset
+    from cost_aware_router.embed import get_embedder
+    from cost_aware_router.train import train_router
+
+    path = Path(tempfile.mkdtemp(prefix="knn_router_")) / "knn.safetensors"
+    train_router(load_dataset(DATA / "agiqa_3k"), get_embedder(), "knn").save(path)
+    return path
+
+
 def router_file(meta=None, tensors=None, raw: bytes | None = None, name="router.safetensors"):
-    """A copy of the shipped default router (kNN, 5 candidates, 384-d) with ``meta`` / ``tensors`` mutated."""
+    """A copy of ``knn_router_path()`` with ``meta`` / ``tensors`` mutated."""
     def setup(t):
         if raw is not None:
             (t / name).write_bytes(raw)
         else:
-            rewrite_router(DEFAULT_ROUTER, t / name, meta, tensors)
+            rewrite_router(knn_router_path(), t / name, meta, tensors)
     return setup
 
 
@@ -296,7 +312,8 @@ CASES = [
     ("router-default-budget-not-a-number", router_file(meta=_set("default_budget", "cheap")), ROUTE,
      r"default.budget", SUB),
     ("router-embedder-dim-differs",
-     router_file(meta=_set("embedder.dim", 100), tensors=lambda ts: ts.update(knn_x=ts["knn_x"][:, :100].copy())),
+     router_file(meta=_set("embedder.dim", 100), tensors=lambda ts: ts.update(knn_x=ts["knn_x"][:, :100].copy(),
+                                                                             ref_x=ts["ref_x"][:, :100].copy())),
      ROUTE, r"trained on 100-dimensional embeddings .* gives 384", INPROC),
     ("router-embedder-fingerprint-differs", router_file(meta=_set("embedder.fingerprint", "deadbeef")), ROUTE,
      r"fingerprint deadbeef\), not .*fingerprint [0-9a-f]{16}", INPROC),
