@@ -144,6 +144,24 @@ def train_router() -> dict:
     return g.to_json()
 
 
+def add_candidate() -> dict:
+    """The default router's anchor prompts (to generate and score the new candidate on, e.g. with the
+    collect workflow's sweep), and the node that adds the scored candidate without retraining."""
+    g = Graph()
+    anchors = g.node("CostAwareRouter.AnchorPrompts", (0, 0), ["default.safetensors"],
+                     outputs=[("prompts", "STRING"), ("count", "INT")], size=(330, 90), color=PURPLE)
+    shown = g.node("PreviewAny", (380, 0), inputs=[("source", "*")], outputs=[("STRING", "STRING")], size=(460, 240),
+                   title="Anchor prompts: generate and score the new candidate on these")
+    add = g.node("CostAwareRouter.AddCandidate", (0, 300),
+                 ["default.safetensors", "new_candidate", "sd15-25", "score", -1.0, "default_plus_sd15_25", False],
+                 outputs=[("router_name", "STRING"), ("report", "STRING")], size=(330, 250), color=PURPLE)
+    report = g.node("PreviewAny", (380, 300), inputs=[("source", "*")], outputs=[("STRING", "STRING")],
+                    size=(460, 200), title="How the candidate was added")
+    g.link(anchors, 0, shown, "source")
+    g.link(add, 1, report, "source")
+    return g.to_json()
+
+
 def collect_scored_generations() -> dict:
     g = Graph()
     last = candidate_chain(g, 0, 0, SWEEP_CANDIDATES)
@@ -236,7 +254,9 @@ def main() -> int:
     for name, build, title in (("route_and_generate", route_and_generate, "Cost-Aware Router: route and generate"),
                                ("train_router", train_router, "Cost-Aware Router: train from scored generations"),
                                ("collect_scored_generations", collect_scored_generations,
-                                "Cost-Aware Router: collect scored generations")):
+                                "Cost-Aware Router: collect scored generations"),
+                               ("add_candidate", add_candidate,
+                                "Cost-Aware Router: add a candidate without retraining")):
         wf = build()
         (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n", encoding="utf-8")
         thumbnail(wf, OUT / f"{name}.jpg", title)

@@ -41,6 +41,21 @@ def test_example_workflows_are_served_as_templates(comfy):
     assert sorted(names) == sorted(p.stem for p in EXAMPLES)
 
 
+def _score_new_candidate_on_anchors(folder, label: str) -> None:
+    """Stand-in ratings for a new candidate on the default router's anchors: AGIQA-3K's sd15-50 MOS
+    (tests/data), on the router's own scale, at 0.8 s per image."""
+    from cost_aware_router.extend import anchor_prompts
+    from cost_aware_router.router import load_router
+
+    anchors = set(anchor_prompts(load_router(REPO / "router_weights" / "default.safetensors")))
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "agiqa_3k" / "generations.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "generations.jsonl").write_text("".join(
+        json.dumps({**r, "candidate": label, "cost": 0.8, "steps": 25}) + "\n"
+        for r in rows if r["candidate"] == "sd15-50" and r["prompt"] in anchors), encoding="utf-8")
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_workflow_runs(comfy, path):
     api = comfy.convert(json.loads(path.read_text()))
@@ -58,6 +73,10 @@ def test_example_workflow_runs(comfy, path):
             node["inputs"]["folder"] = "example_collection"
         if node["class_type"] == "CostAwareRouter.QualityScorer":
             node["inputs"]["scorer_model"] = "tiny_clip"  # a tiny random CLIP built by the harness
+        if node["class_type"] == "CostAwareRouter.AddCandidate":
+            _score_new_candidate_on_anchors(comfy.root / "input" / node["inputs"]["data_folder"],
+                                            node["inputs"]["candidate"])
+            node["inputs"]["overwrite"] = True
     entry = comfy.run(api)
     assert entry["status"]["status_str"] == "success", error_message(entry) or entry["status"]
     outputs = entry["outputs"]
@@ -72,6 +91,14 @@ def test_example_workflow_runs(comfy, path):
         ds = load_dataset(comfy.root / "output" / "example_collection")
         assert ds.quality.shape == (4, 3) and not np.isnan(ds.quality).any()
         assert (ds.cost > 0).all()  # measured on this machine
+    elif path.stem == "add_candidate":
+        from cost_aware_router.router import load_router
+
+        added = load_router(comfy.root / "models" / "router_weights" / "default_plus_sd15_25.safetensors")
+        assert added.names[-1] == "sd15-25" and added.cost[-1] == 0.8
+        shown = [t for out in outputs.values() for t in out.get("text", [])]
+        assert any(t.startswith("128 anchor prompts") for t in shown)
+        assert any("added 'sd15-25'" in t and "from 128 of 128 anchor prompts" in t for t in shown)
     else:
         name = api[next(k for k, v in api.items() if v["class_type"] == "CostAwareRouter.Train")]["inputs"]
         assert (comfy.root / "models" / "router_weights" / f"{name['output_name']}.safetensors").is_file()
