@@ -42,8 +42,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrit
     try:
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual mode
         write(tmp)
+        # mkstemp makes 0600 (and some writers, safetensors among them, recreate the file):
+        # a saved file gets the usual mode
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         if path.exists() and not overwrite:  # someone else wrote it meanwhile

@@ -142,3 +142,13 @@ def test_header_length_starting_with_0x80_is_not_mistaken_for_a_pickle(agiqa_rou
     else:
         pytest.fail("could not produce a header length starting with 0x80")
     assert load_router(path).names == load_router(agiqa_router_file).names
+
+
+def test_saved_router_gets_the_usual_file_mode(agiqa_router, tmp_path):
+    """Not mkstemp's 0600: another user of a shared ComfyUI install can read a saved router."""
+    old = os.umask(0o022)
+    try:
+        path = agiqa_router.save(tmp_path / "r.safetensors")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
