@@ -117,11 +117,32 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def plot(rows: list[dict], path) -> None:
+    """Gap closed against the number of anchors scored, per table, with full retraining as a flat line."""
+    from cost_aware_router.evaluate import plot_curves, save_plot
+
+    colors = [(30, 80, 220), (200, 60, 40), (40, 160, 40)]
+    lines = []
+    for (t, m), color in zip(dict.fromkeys((r["table"], r["metric"]) for r in rows), colors):
+        rs = [r for r in rows if (r["table"], r["metric"]) == (t, m)]
+        n_all = float(np.mean([a for r in rs for a in r["anchors"]]))
+        xs = [a or n_all for a in ANCHOR_COUNTS]
+        ys = [100 * float(np.mean([r[key(a)]["gap_closed"] for r in rs])) for a in ANCHOR_COUNTS]
+        retrained = 100 * float(np.mean([r["retrained"]["gap_closed"] for r in rs]))
+        short = {"agiqa_3k": "AGIQA", "genai_bench_527": "GenAI"}.get(t, t)
+        lines.append((f"{short} {m.split('_')[-1] if t == 'agiqa_3k' else 'human'}: added", xs, ys, color, 3))
+        lines.append(("  retrained", [xs[0], xs[-1]], [retrained, retrained], tuple(min(255, c + 110) for c in color),
+                      2))
+    save_plot(plot_curves(lines, title="A new candidate: gap closed (%) by anchors scored, vs full retraining",
+                          xlabel="anchor prompts scored", x_from_zero=False, yfmt=".1f", size=(820, 440)), path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(default_data_dir()))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "extend.json"))
+    ap.add_argument("--plot", default=str(ROOT / "docs" / "img" / "extend_gap_closed.png"), help="'' for none")
     args = ap.parse_args()
     emb = get_embedder()
     rows = []
@@ -147,6 +168,8 @@ def main() -> int:
     result = {"seconds": round(time.perf_counter() - t0, 1), "seeds": args.seeds, "rows": rows}
     Path(args.json).write_text(json.dumps(result, indent=1))
     print(markdown_table(rows))
+    if args.plot:
+        plot(rows, args.plot)
     print(f"wrote {args.json} in {result['seconds']} s")
     return 0
 

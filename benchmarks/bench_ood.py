@@ -86,11 +86,32 @@ def routed_areas(ds, X, emb, parts, seed) -> dict:
     return out
 
 
+COLORS = [(30, 30, 30), (30, 80, 220), (200, 60, 40), (40, 160, 40), (150, 60, 200), (230, 140, 20),
+          (20, 170, 170)]
+
+
+def plot_distances(table: str, curves: dict, ref, path: Path) -> None:
+    """Cumulative share of each corpus's prompts by distance, with the fallback's start and full points."""
+    from cost_aware_router.evaluate import plot_curves, save_plot
+
+    lines = []
+    for (name, d), color in zip(curves.items(), COLORS):
+        xs = np.sort(d)
+        lines.append((name[:24], list(xs), list(np.arange(1, len(xs) + 1) / len(xs)), color, 2))
+    lines.append(("fallback starts", [ref.start, ref.start], [0.0, 1.0], (160, 160, 160), 1))
+    lines.append(("full fallback", [ref.full, ref.full], [0.0, 1.0], (90, 90, 90), 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_plot(plot_curves(lines, title=f"Distance to the {table} router's training prompts: share of prompts at or "
+                                       "below it", xlabel="distance (1 - mean cosine similarity of 8 nearest)",
+                          x_from_zero=False, yfmt=".2f", size=(860, 460)), path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(default_data_dir()))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "ood.json"))
+    ap.add_argument("--img", default=str(ROOT / "docs" / "img"), help="folder for the distance plots ('' for none)")
     args = ap.parse_args()
     emb = get_embedder()
     t0 = time.perf_counter()
@@ -107,17 +128,19 @@ def main() -> int:
             row = {"table": table, "training_prompts": n, "median": ref.median, "start": ref.start, "full": ref.full,
                    "corpora": {}}
             perm = np.random.default_rng(1).permutation(n)
-            held = np.zeros(n)
+            held, held_d = np.zeros(n), np.zeros(n)
             for test in (perm[i::5] for i in range(5)):
                 rr = train_router(ds.subset(np.setdiff1d(np.arange(n), test)), emb, "knn",
                                   embeddings=X[np.setdiff1d(np.arange(n), test)])
-                held[test] = rr.predict_embedded(X[test])[2]
+                _, held_d[test], held[test] = rr.predict_embedded(X[test])
+            curves = {"held-out prompts (5-fold)": held_d}
             row["corpora"]["held-out prompts of the same table"] = {
                 "n": n, "any_fallback": float((held > 0).mean()), "full_fallback": float((held >= 1).mean())}
             bare = r.copy(reference=None)
             for name, prompts in texts.items():
                 E = emb.embed(prompts)
                 z, d, w = r.predict_embedded(E)
+                curves[name] = d
                 changed = [float((r.choices(z, prompts, b)[0] != bare.choices(bare.predict_embedded(E)[0], prompts,
                                                                                 b)[0]).mean())
                            for b in (Budget(), Budget(best_quality=True))]
@@ -127,6 +150,8 @@ def main() -> int:
                                         "choices_changed_best_quality": changed[1],
                                         "any_fallback": float((w > 0).mean()), "full_fallback": float((w >= 1).mean())}
             result["distances"].append(row)
+            if args.img:
+                plot_distances(table, curves, ref, Path(args.img) / f"ood_distances_{table}.png")
             print(f"{table}: training median {ref.median:.3f}, fallback from {ref.start:.3f} to {ref.full:.3f}; "
                   + "; ".join(f"{k} {v['any_fallback']:.0%}/{v['full_fallback']:.0%}"
                               + (f" changed {v['choices_changed_default_budget']:.1%}/"
