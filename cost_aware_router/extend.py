@@ -28,6 +28,7 @@ from .predictors import lambda_grid, prompt_utility, significant_best
 K_GRID = (4, 8, 16, 32)
 SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_ANCHORS = 20
+SE_MARGIN = 2.0  # standard errors the new column's per-prompt predictions must gain by
 
 
 def _weighted_neighbours(S: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
@@ -85,9 +86,8 @@ def fit_added(scores: np.ndarray, anchor_x: np.ndarray, anchor_oof: np.ndarray, 
     np.fill_diagonal(S, -np.inf)  # leave one out
     loo_mean = (s.sum() - s) / (n - 1)
     settings = []
-    for k in K_GRID:
-        if k >= n:
-            continue
+    # k = n - 1: every other anchor, i.e. one global offset from an existing candidate's predictions
+    for k in [k for k in K_GRID if k < n - 1] + [n - 1]:
         settings.append(("absolute", 0, k, _weighted_neighbours(S, s, k)))
         for c in range(Y.shape[1]):
             ok = ~np.isnan(Y[:, c])
@@ -104,7 +104,8 @@ def fit_added(scores: np.ndarray, anchor_x: np.ndarray, anchor_oof: np.ndarray, 
     choice = None
     if rows.sum() >= MIN_ANCHORS and settings:
         choice, _ = significant_best(utility(loo_mean), (((mode, c, k, a), utility(loo_mean + a * (raw - loo_mean)))
-                                                         for mode, c, k, raw in settings for a in SHRINK[1:]))
+                                                         for mode, c, k, raw in settings for a in SHRINK[1:]),
+                                     SE_MARGIN)
     if choice is None:
         mode, c, k, a, raw = "absolute", 0, min(K_GRID[0], n - 1), 0.0, loo_mean
     else:

@@ -61,7 +61,7 @@ def prompt_utility(pred: np.ndarray, Y: np.ndarray, cost: np.ndarray, lambdas: n
     return total
 
 
-def significant_best(base: np.ndarray, options) -> tuple[object, object]:
+def significant_best(base: np.ndarray, options, margin: float | None = None) -> tuple[object, object]:
     """``options`` yields (key, per-prompt utility). Returns (the key with the highest mean gain
     over the per-prompt utility ``base`` among those beating it by more than SE_MARGIN standard
     errors, or None; the key with the highest mean gain at all)."""
@@ -71,7 +71,7 @@ def significant_best(base: np.ndarray, options) -> tuple[object, object]:
         gain, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
         if gain > top[1]:
             top = (key, gain)
-        if gain - SE_MARGIN * se > 0 and gain > best[1]:
+        if gain - (SE_MARGIN if margin is None else margin) * se > 0 and gain > best[1]:
             best = (key, gain)
     return best[0], top[0]
 
