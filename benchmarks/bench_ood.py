@@ -133,7 +133,7 @@ def main() -> int:
                 rr = train_router(ds.subset(np.setdiff1d(np.arange(n), test)), emb, "knn",
                                   embeddings=X[np.setdiff1d(np.arange(n), test)])
                 _, held_d[test], held[test] = rr.predict_embedded(X[test])
-            curves = {"held-out prompts (5-fold)": held_d}
+            curves = {"held-out (5-fold)": held_d}
             row["corpora"]["held-out prompts of the same table"] = {
                 "n": n, "any_fallback": float((held > 0).mean()), "full_fallback": float((held >= 1).mean())}
             bare = r.copy(reference=None)
