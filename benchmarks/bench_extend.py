@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from cost_aware_router.data import aggregate  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
-from cost_aware_router.evaluate import N_BUDGETS, summarise, sweep_budgets  # noqa: E402
+from cost_aware_router.evaluate import N_BUDGETS, choice_points, summarise, sweep_budgets  # noqa: E402
 from cost_aware_router.extend import add_candidate  # noqa: E402
 from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
 from cost_aware_router.train import train_router  # noqa: E402
@@ -85,8 +85,7 @@ def run_case(ds, X, emb, held: str, seed: int, folds: int = 5) -> dict:
     Y, cost = ds.quality, ds.cost
     out = {"held_out": held, "seed": seed, "anchors": [i["anchors"] for i in info], "fit": info}
     for k, c in ch.items():
-        pts = [(float(cost[row].mean()), float(Y[np.arange(n), row].mean())) for row in c]
-        s = summarise(pts, Y, cost, names)
+        s = summarise(choice_points(c, Y, cost), Y, cost, names)
         out[k] = {"gap_closed": s["gap_closed"], "auc": s["auc_router"]}
     for k, e in err.items():
         out[f"rmse_{k}"] = float(np.sqrt(np.concatenate(e).mean()))

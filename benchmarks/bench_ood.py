@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from cost_aware_router.data import aggregate  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
-from cost_aware_router.evaluate import N_BUDGETS, summarise, sweep_budgets  # noqa: E402
+from cost_aware_router.evaluate import N_BUDGETS, choice_points, summarise, sweep_budgets  # noqa: E402
 from cost_aware_router.reference import spherical_kmeans_medoids  # noqa: E402
 from cost_aware_router.router import Budget  # noqa: E402
 from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
@@ -78,8 +78,7 @@ def routed_areas(ds, X, emb, parts, seed) -> dict:
     out = {"prompts_with_fallback": float((fb > 0).mean()), "mean_fallback": float(fb.mean()),
            "choices_changed": float((ch["fallback"] != ch["no_fallback"]).mean())}
     for k, c in ch.items():
-        pts = [(float(cost[row].mean()), float(Y[np.arange(n), row].mean())) for row in c]
-        s = summarise(pts, Y, cost, ds.candidates)
+        s = summarise(choice_points(c, Y, cost), Y, cost, ds.candidates)
         out[k] = {"auc": s["auc_router"], "gap_closed": s["gap_closed"],
                   "min_margin": s["min_margin_vs_best_fixed_mix"]}
     out["auc_gain"] = out["fallback"]["auc"] - out["no_fallback"]["auc"]

@@ -54,13 +54,14 @@ def _area(env, lo: float, hi: float) -> float:
     return float(np.trapezoid(env_at(env, grid), grid) / (hi - lo))
 
 
-def curve_points(pred: np.ndarray, Y: np.ndarray, cost: np.ndarray, lams) -> list[tuple[float, float]]:
+def choice_points(choices, Y: np.ndarray, cost: np.ndarray) -> list[tuple[float, float]]:
+    """(mean cost, mean true quality) of each row of ``choices`` (one candidate index per prompt of ``Y``)."""
     rows = np.arange(len(Y))
-    pts = []
-    for lam in lams:
-        ch = choose(pred, cost, lam)
-        pts.append((float(cost[ch].mean()), float(Y[rows, ch].mean())))
-    return pts
+    return [(float(cost[ch].mean()), float(Y[rows, ch].mean())) for ch in choices]
+
+
+def curve_points(pred: np.ndarray, Y: np.ndarray, cost: np.ndarray, lams) -> list[tuple[float, float]]:
+    return choice_points([choose(pred, cost, lam) for lam in lams], Y, cost)
 
 
 def summarise(router_pts, Y: np.ndarray, cost: np.ndarray, names: list[str]) -> dict:
@@ -129,8 +130,7 @@ def evaluate_router(router: Router, ds: Dataset) -> dict:
         lam = float(np.median(lams))
         points.append({"budget": b.budget, "cost_weight": lam,
                        "choices": {p: router.names[int(c)] for p, c in zip(ds.prompts, ch)}})
-        chc = ch[complete]
-        pts.append((float(cost[chc].mean()), float(Y[np.arange(len(Y)), chc].mean())))
+        pts += choice_points([ch[complete]], Y, cost)
         points[-1].update(mean_cost=pts[-1][0], mean_quality=pts[-1][1])
     summary = summarise(pts, Y, cost, router.names)
     summary["prompts_routed"] = len(ds.prompts)
@@ -175,8 +175,7 @@ def cross_validate(ds: Dataset, embedder, predictor: str = "knn", folds: int = 5
         if progress:
             progress(f + 1, folds)
     Y, cost = ds.quality, ds.cost
-    rows = np.arange(n)
-    pts = [(float(cost[ch].mean()), float(Y[rows, ch].mean())) for ch in choices]
+    pts = choice_points(choices, Y, cost)
     summary = summarise(pts, Y, cost, ds.candidates)
     summary.update(predictor=predictor, folds=folds, metric=ds.metric, fold_params=params)
     return {

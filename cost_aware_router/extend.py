@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import RouterError
-from .predictors import lambda_grid, prompt_utility, significant_best
+from .errors import DataError, RouterError
+from .predictors import knn_mean, lambda_grid, prompt_utility, significant_best
 
 K_GRID = (4, 8, 16, 32)
 SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -32,11 +32,8 @@ SE_MARGIN = 2.0  # standard errors the new column's per-prompt predictions must 
 
 
 def _weighted_neighbours(S: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
-    """Similarity-weighted mean of ``v`` over the ``k`` most similar columns of ``S`` (rows: queries)."""
-    k = max(1, min(k, S.shape[1]))
-    idx = np.argpartition(-S, k - 1, axis=1)[:, :k]
-    w = np.clip(np.take_along_axis(S, idx, axis=1), 1e-3, None)
-    return (w * v[idx]).sum(axis=1) / w.sum(axis=1)
+    """Similarity-weighted mean of the vector ``v`` over the ``k`` most similar columns of ``S``."""
+    return knn_mean(S, np.asarray(v, dtype=np.float64)[:, None], k, np.zeros(1))[:, 0]
 
 
 @dataclass
@@ -136,8 +133,6 @@ def anchor_prompts(router) -> list[str]:
 def add_candidate_from_dataset(router, ds, name: str, cost: float | None = None):
     """Add candidate ``name`` of a scored-generations dataset; returns (new router, report dict).
     Its cost is the data's mean seconds per image unless ``cost`` is given."""
-    from .errors import DataError
-
     name = str(name).strip()
     if name not in ds.candidates:
         raise DataError(f"{ds.source or 'data'}: no '{ds.metric}' scores for candidate '{name}'; "

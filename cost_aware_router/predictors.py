@@ -82,6 +82,22 @@ def kfold(n: int, folds: int, seed: int = 0) -> list[np.ndarray]:
     return [perm[i::folds] for i in range(folds)]
 
 
+def knn_mean(sims: np.ndarray, Y: np.ndarray, k: int, mu: np.ndarray) -> np.ndarray:
+    """Similarity-weighted mean of ``Y``'s rows over each query's ``k`` most similar columns of ``sims``
+    (weights clipped at 1e-3, so -inf leaves a neighbour out); NaN cells are skipped, and a column
+    with no scored neighbour gets ``mu``."""
+    k = max(1, min(k, sims.shape[1]))
+    idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    w = np.clip(np.take_along_axis(sims, idx, axis=1), 1e-3, None)[:, :, None]  # [N,k,1]
+    y = Y[idx]  # [N,k,C]
+    m = ~np.isnan(y)
+    num = (np.where(m, y, 0.0) * w).sum(1)
+    den = (m * w).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den > 0, num / np.maximum(den, 1e-12), mu[None, :])
+    return out
+
+
 class Predictor:
     kind = "base"
     description = ""
@@ -151,18 +167,6 @@ class KNNPredictor(Predictor):
     description = "cosine k-nearest neighbours over training prompts (k by cross-validation)"
     K_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
 
-    def _knn_mean(self, sims: np.ndarray, Y: np.ndarray, k: int, mu: np.ndarray) -> np.ndarray:
-        k = max(1, min(k, sims.shape[1]))
-        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        w = np.clip(np.take_along_axis(sims, idx, axis=1), 1e-3, None)[:, :, None]  # [N,k,1]
-        y = Y[idx]  # [N,k,C]
-        m = ~np.isnan(y)
-        num = (np.where(m, y, 0.0) * w).sum(1)
-        den = (m * w).sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = np.where(den > 0, num / np.maximum(den, 1e-12), mu[None, :])
-        return out
-
     def fit(self, X, Y, cost, folds=5, seed=0, progress=None):
         X = np.asarray(X, dtype=np.float32)
         self.mu = column_means(Y)
@@ -176,7 +180,7 @@ class KNNPredictor(Predictor):
             mu_tr = column_means(Y[train])
             s = sims[np.ix_(test, train)]
             for k in grid:
-                oofs[k][test] = self._knn_mean(s, Y[train], k, mu_tr)
+                oofs[k][test] = knn_mean(s, Y[train], k, mu_tr)
             if progress:
                 progress(f + 1, len(parts) + 1)
         self.k, self.alpha = self._select(oofs, Y, cost)
@@ -187,7 +191,7 @@ class KNNPredictor(Predictor):
         return self.mu + self.alpha * (oofs[self.k] - self.mu)
 
     def _raw(self, X):
-        return self._knn_mean(X @ self.X.T, self.Y.astype(np.float64), int(self.params["k"]), self.mu)
+        return knn_mean(X @ self.X.T, self.Y.astype(np.float64), int(self.params["k"]), self.mu)
 
     def _state(self):
         return {"knn_x": self.X, "knn_y": self.Y}, {"k": int(self.params["k"])}
@@ -382,9 +386,9 @@ class KNNOrRidgePredictor(Predictor):
         sims = Xte @ Xtr.T
         for k in self.K_GRID:
             if k < len(Xtr):
-                out[("knn", float(k))] = KNNPredictor._knn_mean(None, sims, Ytr, k, mu)
+                out[("knn", float(k))] = knn_mean(sims, Ytr, k, mu)
         if not out:  # fewer training prompts than the smallest k: every one of them
-            out[("knn", float(len(Xtr)))] = KNNPredictor._knn_mean(None, sims, Ytr, len(Xtr), mu)
+            out[("knn", float(len(Xtr)))] = knn_mean(sims, Ytr, len(Xtr), mu)
         for p, W in ridge_weights(Xtr, Ytr - mu, self.PENALTIES).items():
             out[("ridge", p)] = mu + Xte.astype(np.float64) @ W
         return out
@@ -433,7 +437,7 @@ class KNNOrRidgePredictor(Predictor):
     def _raw(self, X):
         if self.params["family"] == "ridge":
             return self.mu[None, :] + X.astype(np.float64) @ self.W.astype(np.float64)
-        return KNNPredictor._knn_mean(None, X @ self.X.T, self.Y.astype(np.float64), int(self.params["value"]), self.mu)
+        return knn_mean(X @ self.X.T, self.Y.astype(np.float64), int(self.params["value"]), self.mu)
 
     def _state(self):
         params = {"family": str(self.params["family"]), "value": float(self.params["value"])}

@@ -145,9 +145,8 @@ class Reference:
                 out.append(f"tensor '{name}' has shape {tuple(t.shape)}, expected ({R}, {C})")
         if not (np.isfinite(self.x).all() and np.isfinite(self.oof).all()):
             out.append("reference tensors have non-finite values")
-        if len(self.anchors) != len(self.anchor_prompts) or not all(0 <= i < R for i in self.anchors):
-            out.append("reference anchors must be distinct row indices with one prompt each")
-        elif len(set(self.anchors.tolist())) != len(self.anchors):
+        if (len(self.anchors) != len(self.anchor_prompts) or not all(0 <= i < R for i in self.anchors)
+                or len(set(self.anchors.tolist())) != len(self.anchors)):
             out.append("reference anchors must be distinct row indices with one prompt each")
         if not (self.k >= 1 and np.isfinite([self.start, self.full, self.median]).all() and self.full > self.start):
             out.append("reference 'k' must be >= 1 and 'start' < 'full' finite distances")

@@ -9,6 +9,9 @@ import comfy.samplers
 import folder_paths
 from comfy_api.latest import io
 
+from ..cost_aware_router.errors import RouterError
+from ..cost_aware_router.fileutil import safe_child
+
 PACK_DIR = Path(__file__).resolve().parent.parent
 PACK_WEIGHTS = PACK_DIR / "router_weights"
 FOLDER = "router_weights"
@@ -68,11 +71,28 @@ def router_files() -> list[str]:
     return sorted(folder_paths.get_filename_list(FOLDER))
 
 
+def router_input() -> io.Combo.Input:
+    """The router-file combo every node that reads a router shows (the pack's default preselected)."""
+    files = router_files()
+    return io.Combo.Input("router", options=files, default="default.safetensors" if "default.safetensors" in files
+                          else None, tooltip="Router file from the router_weights folders "
+                          "(models/router_weights and the pack's own).")
+
+
 def save_dir() -> Path:
     """The first router_weights folder (models/router_weights unless configured otherwise)."""
     d = Path(folder_paths.get_folder_paths(FOLDER)[0])
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def router_output(output_name: str, overwrite: bool) -> Path:
+    """Where a node saves a router: ``output_name`` inside the save folder, refused if it exists
+    unless ``overwrite``."""
+    out = safe_child(save_dir(), output_name, ".safetensors")
+    if out.exists() and not overwrite:
+        raise RouterError(f"{out.name} already exists in {out.parent}; switch on overwrite to replace it")
+    return out
 
 
 def data_roots() -> list[str]:

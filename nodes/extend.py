@@ -7,14 +7,9 @@ from comfy_api.latest import io, ui
 from ..cost_aware_router.data import load_dataset
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.extend import add_candidate_from_dataset, anchor_prompts, describe_addition
-from ..cost_aware_router.fileutil import resolve_under, safe_child
-from .common import CATEGORY, NODE_PREFIX, data_roots, router_files, save_dir
+from ..cost_aware_router.fileutil import resolve_under
+from .common import CATEGORY, NODE_PREFIX, data_roots, router_input, router_output
 from .route import get_router
-
-
-def _router_input(files):
-    return io.Combo.Input("router", options=files, default="default.safetensors" if "default.safetensors" in files
-                          else None, tooltip="Router file from the router_weights folders.")
 
 
 class AnchorPromptsNode(io.ComfyNode):
@@ -28,7 +23,7 @@ class AnchorPromptsNode(io.ComfyNode):
                         "Generate and score the new candidate on them (Candidate Sweep -> ... -> Save Scored "
                         "Generation), then use Add Candidate to Router.",
             is_output_node=True,
-            inputs=[_router_input(router_files())],
+            inputs=[router_input()],
             outputs=[
                 io.String.Output("prompts", display_name="prompts",
                                  tooltip="The anchor prompts, one per line (for Candidate Sweep's prompts)."),
@@ -55,7 +50,7 @@ class AddCandidateNode(io.ComfyNode):
                         "Saves a new router file into models/router_weights.",
             is_output_node=True,
             inputs=[
-                _router_input(router_files()),
+                router_input(),
                 io.String.Input("data_folder", default="new_candidate",
                                 tooltip="Scored generations of the new candidate on the anchor prompts, relative to "
                                         "ComfyUI's input folder (or an absolute path under the input, output or user "
@@ -85,9 +80,7 @@ class AddCandidateNode(io.ComfyNode):
         if not candidate.strip():
             raise RouterError("Add Candidate to Router: name the new candidate's label")
         folder = resolve_under(data_folder, data_roots(), "data folder")
-        out = safe_child(save_dir(), output_name, ".safetensors")
-        if out.exists() and not overwrite:
-            raise RouterError(f"{out.name} already exists in {out.parent}; switch on overwrite to replace it")
+        out = router_output(output_name, overwrite)
         ds = load_dataset(folder, metric=metric.strip() or "score")
         new, report = add_candidate_from_dataset(get_router(router), ds, candidate, None if cost < 0 else cost)
         new.save(out, overwrite=overwrite)

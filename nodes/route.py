@@ -10,7 +10,7 @@ from comfy_api.latest import io, ui
 
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.router import Budget, Router, load_router
-from .common import CATEGORY, FOLDER, NODE_PREFIX, Pool, SamplerName, SchedulerName, router_files
+from .common import CATEGORY, FOLDER, NODE_PREFIX, Pool, SamplerName, SchedulerName, router_input
 
 DEFAULT, TARGET, WEIGHT, BEST = "router default", "target average cost (s/image)", "cost weight", "best quality"
 
@@ -58,7 +58,6 @@ def make_budget(mode: str, value: float, max_cost: float, force: str) -> Budget:
 class CostAwareRouterNode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        files = router_files()
         return io.Schema(
             node_id=f"{NODE_PREFIX}.Route",
             display_name="Cost-Aware Router",
@@ -70,9 +69,7 @@ class CostAwareRouterNode(io.ComfyNode):
                 Pool.Input("pool", tooltip="Candidate Pool whose labels match the router file's candidates."),
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The text prompt to route (type it or link a STRING)."),
-                io.Combo.Input("router", options=files, default="default.safetensors" if "default.safetensors" in files
-                               else None, tooltip="Router file from the router_weights folders "
-                               "(models/router_weights and the pack's own)."),
+                router_input(),
                 io.Combo.Input("budget_mode", options=[DEFAULT, TARGET, WEIGHT, BEST], default=DEFAULT,
                                tooltip="How to trade quality for cost: the router's default budget, a target "
                                        "average seconds per image, a cost weight (lambda), or best quality."),

@@ -10,12 +10,11 @@ from comfy_api.latest import io, ui
 
 from ..cost_aware_router.data import load_dataset
 from ..cost_aware_router.embed import get_embedder
-from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.evaluate import plot_deferral, training_curve
-from ..cost_aware_router.fileutil import resolve_under, safe_child
+from ..cost_aware_router.fileutil import resolve_under
 from ..cost_aware_router.predictors import PREDICTORS
 from ..cost_aware_router.train import DEFAULT_PREDICTOR, PROGRESS_TOTAL, train_router
-from .common import CATEGORY, NODE_PREFIX, data_roots, save_dir
+from .common import CATEGORY, NODE_PREFIX, data_roots, router_output
 
 
 class TrainRouterNode(io.ComfyNode):
@@ -58,9 +57,7 @@ class TrainRouterNode(io.ComfyNode):
     @classmethod
     def execute(cls, data_folder, predictor, metric, output_name, overwrite, skip_bad_rows) -> io.NodeOutput:
         folder = resolve_under(data_folder, data_roots(), "data folder")
-        out = safe_child(save_dir(), output_name, ".safetensors")
-        if out.exists() and not overwrite:
-            raise RouterError(f"{out.name} already exists in {out.parent}; switch on overwrite to replace it")
+        out = router_output(output_name, overwrite)
         ds = load_dataset(folder, metric=metric.strip() or "score", skip_bad=skip_bad_rows)
         bar = comfy.utils.ProgressBar(PROGRESS_TOTAL)
 
