@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = ROOT.parent / "shared" / "data" / "prompts"  # the development checkout's public prompt corpora
 sys.path.insert(0, str(ROOT))
 
 
@@ -32,9 +33,7 @@ def rss_mb() -> float:
 
 
 def load_prompts(n: int) -> list[str]:
-    from cost_aware_router.tables import default_data_dir
-
-    path = default_data_dir() / "prompts" / "diffusiondb_2m_first_5k.txt"
+    path = PROMPTS / "diffusiondb_2m_first_5k.txt"
     prompts = [p.strip() for p in path.read_text(encoding="utf-8").splitlines() if p.strip()]
     return prompts[:n]
 
@@ -83,9 +82,7 @@ def whole_process(prompts: list[str], repeats: int = 3) -> dict:
 
 def memory_growth(router, n: int = 10000) -> dict:
     """Resident memory while routing ``n`` distinct real prompts in one process (batches of 100)."""
-    from cost_aware_router.tables import default_data_dir
-
-    d = default_data_dir() / "prompts"
+    d = PROMPTS
     pool = load_prompts(5000)
     pool += [json.loads(line)["prompt"] for line in (d / "geneval_evaluation_metadata.jsonl").read_text().splitlines()
              if line.strip()]
@@ -120,9 +117,9 @@ def main() -> int:
     base_rss = rss_mb()
 
     from cost_aware_router.cli import DEFAULT_ROUTER
-    from cost_aware_router.data import Dataset
     from cost_aware_router.embed import Embedder
-    from cost_aware_router.router import load_router
+    from cost_aware_router.router_file import load_router
+    from cost_aware_router.scored import Dataset
     from cost_aware_router.train import train_router
 
     t = time.perf_counter()

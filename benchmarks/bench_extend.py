@@ -25,10 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cost_aware_router.data import aggregate  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
 from cost_aware_router.evaluate import N_BUDGETS, choice_points, summarise, sweep_budgets  # noqa: E402
 from cost_aware_router.extend import add_candidate  # noqa: E402
+from cost_aware_router.predictors import kfold  # noqa: E402
+from cost_aware_router.scored import aggregate  # noqa: E402
 from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
 from cost_aware_router.train import train_router  # noqa: E402
 
@@ -51,8 +52,7 @@ def run_case(ds, X, emb, held: str, seed: int, folds: int = 5) -> dict:
     n = len(ds.prompts)
     others = [c for c in names if c != held]
     h = names.index(held)
-    perm = np.random.default_rng(seed + 1).permutation(n)
-    parts = [perm[i::folds] for i in range(folds)]
+    parts = kfold(n, folds, seed + 1)
     lo, hi = float(ds.cost.min()), float(ds.cost.max())
     keys = ["without", "retrained"] + [key(a) for a in ANCHOR_COUNTS]
     ch = {k: np.zeros((N_BUDGETS + 2, n), dtype=int) for k in keys}
@@ -118,7 +118,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path) -> None:
     """Gap closed against the number of anchors scored, per table, with full retraining as a flat line."""
-    from cost_aware_router.evaluate import plot_curves, save_plot
+    from cost_aware_router.plots import plot_curves, save_plot
 
     colors = [(30, 80, 220), (200, 60, 40), (40, 160, 40)]
     lines = []
@@ -133,7 +133,8 @@ def plot(rows: list[dict], path) -> None:
         lines.append(("  retrained", [xs[0], xs[-1]], [retrained, retrained], tuple(min(255, c + 110) for c in color),
                       2))
     save_plot(plot_curves(lines, title="A new candidate: gap closed (%) by anchors scored, vs full retraining",
-                          xlabel="anchor prompts scored", x_from_zero=False, yfmt=".1f", size=(820, 440)), path)
+                          xlabel="anchor prompts scored", x_from_zero=False, yfmt=".1f", size=(820, 440)), path,
+              overwrite=True)
 
 
 def main() -> int:

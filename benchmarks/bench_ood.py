@@ -27,12 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cost_aware_router.data import aggregate  # noqa: E402
+from cost_aware_router.budget import Budget  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
 from cost_aware_router.evaluate import N_BUDGETS, choice_points, summarise, sweep_budgets  # noqa: E402
+from cost_aware_router.predictors import kfold  # noqa: E402
 from cost_aware_router.reference import spherical_kmeans_medoids  # noqa: E402
-from cost_aware_router.router import Budget  # noqa: E402
-from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
+from cost_aware_router.scored import aggregate  # noqa: E402
+from cost_aware_router.tables import TABLES, table_records  # noqa: E402
 from cost_aware_router.train import train_router  # noqa: E402
 
 CASES = (("agiqa_3k", "mos_quality"), ("agiqa_3k", "mos_align"), ("genai_bench_527", "human_mean_1to5"),
@@ -91,7 +92,7 @@ COLORS = [(30, 30, 30), (30, 80, 220), (200, 60, 40), (40, 160, 40), (150, 60, 2
 
 def plot_distances(table: str, curves: dict, ref, path: Path) -> None:
     """Cumulative share of each corpus's prompts by distance, with the fallback's start and full points."""
-    from cost_aware_router.evaluate import plot_curves, save_plot
+    from cost_aware_router.plots import plot_curves, save_plot
 
     lines = []
     for (name, d), color in zip(curves.items(), COLORS):
@@ -102,12 +103,13 @@ def plot_distances(table: str, curves: dict, ref, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_plot(plot_curves(lines, title=f"Distance to the {table} router's training prompts: share of prompts at or "
                                        "below it", xlabel="distance (1 - mean cosine similarity of 8 nearest)",
-                          x_from_zero=False, yfmt=".2f", size=(860, 460)), path)
+                          x_from_zero=False, yfmt=".2f", size=(860, 460)), path, overwrite=True)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(default_data_dir()))
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+                    help="folder with the rating tables and prompts/ (the development checkout's ../shared/data)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "ood.json"))
     ap.add_argument("--img", default=str(ROOT / "docs" / "img"), help="folder for the distance plots ('' for none)")
@@ -126,9 +128,8 @@ def main() -> int:
             ref = r.reference
             row = {"table": table, "training_prompts": n, "median": ref.median, "start": ref.start, "full": ref.full,
                    "corpora": {}}
-            perm = np.random.default_rng(1).permutation(n)
             held, held_d = np.zeros(n), np.zeros(n)
-            for test in (perm[i::5] for i in range(5)):
+            for test in kfold(n, 5, 1):
                 rr = train_router(ds.subset(np.setdiff1d(np.arange(n), test)), emb, "knn",
                                   embeddings=X[np.setdiff1d(np.arange(n), test)])
                 _, held_d[test], held[test] = rr.predict_embedded(X[test])
@@ -161,8 +162,7 @@ def main() -> int:
             labels = np.argmax(X @ X[spherical_kmeans_medoids(X, CLUSTERS, seed)].T, axis=1)
             topic = routed_areas(ds, X, emb, [np.nonzero(labels == c)[0] for c in range(CLUSTERS)
                                               if (labels == c).any()], seed)
-            perm = np.random.default_rng(seed + 1).permutation(n)
-            rand = routed_areas(ds, X, emb, [perm[i::5] for i in range(5)], seed)
+            rand = routed_areas(ds, X, emb, kfold(n, 5, seed + 1), seed)
             result["quality"].append({"table": table, "metric": metric, "seed": seed, "topic_holdout": topic,
                                       "random_cv": rand})
             print(f"  {table} {metric} seed {seed}: topic hold-out fallback on {topic['prompts_with_fallback']:.0%}, "

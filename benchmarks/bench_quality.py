@@ -38,10 +38,11 @@ sys.path.insert(0, str(HERE))
 
 from run_all import machine  # noqa: E402
 
-from cost_aware_router.data import aggregate  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
-from cost_aware_router.evaluate import N_BUDGETS, cross_validate, env_at, plot_curves, save_plot  # noqa: E402
-from cost_aware_router.predictors import PREDICTORS, Predictor, column_means  # noqa: E402
+from cost_aware_router.evaluate import N_BUDGETS, cross_validate, env_at  # noqa: E402
+from cost_aware_router.plots import plot_curves, save_plot  # noqa: E402
+from cost_aware_router.predictors import Predictor, column_means  # noqa: E402
+from cost_aware_router.scored import aggregate  # noqa: E402
 from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
 
 ALL_PREDICTORS = ("knn", "ridge", "mlp", "knn_or_ridge")
@@ -125,7 +126,7 @@ def run_cell(ds, emb, predictor: str, seeds: int, folds: int) -> tuple[dict, dic
     checks, below, above, plot = [], 0, 0, None
     for seed in range(seeds):
         t = time.perf_counter()
-        res = cross_validate(ds, emb, predictor, folds=folds, seed=seed)
+        res = cross_validate(ds, emb, NoSkill if predictor == NO_SKILL else predictor, folds=folds, seed=seed)
         s = {**res["summary"], "seconds": time.perf_counter() - t, "best_quality_spend": res["points"][-1]["mean_cost"],
              "folds_with_alpha_above_0": sum(1 for p in res["summary"]["fold_params"] if p.get("alpha", 0) > 0)}
         c, lo, hi = budget_checks(res["points"], cheapest)
@@ -197,7 +198,7 @@ def plot_table(title: str, plot_results: dict, path: Path) -> None:
     img = Image.new("RGB", (left.width + right.width, left.height), "white")
     img.paste(left, (0, 0))
     img.paste(right, (left.width, 0))
-    save_plot(img, path)
+    save_plot(img, path, overwrite=True)  # a benchmark re-writes its own results
 
 
 def fmt(ms: dict, pct: bool = True) -> str:
@@ -342,7 +343,6 @@ def main() -> int:
     unknown = [p for p in preds if p not in ALL_PREDICTORS]
     if unknown or not preds or args.seeds < 1:
         ap.error(f"--predictors must name some of {ALL_PREDICTORS} (got {unknown or preds}); --seeds >= 1")
-    PREDICTORS.setdefault(NO_SKILL, NoSkill)  # this process only: the reference router runs the same code path
     t0 = time.perf_counter()
     emb = get_embedder(args.embedder)
     rows = []

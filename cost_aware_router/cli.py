@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import RouterError
-from .fileutil import check_writable, read_lines
+from .fileutil import check_writable, read_prompts
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTER = PACK_DIR / "router_weights" / "default.safetensors"
@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _budget(args):
-    from .router import Budget
+    from .budget import Budget
 
     return Budget(cost_weight=args.cost_weight, budget=args.budget, best_quality=args.best_quality,
                   max_cost=args.max_cost, force=args.force)
@@ -56,14 +56,14 @@ def _read_prompts(args) -> list[str]:
         except UnicodeEncodeError:
             raise RouterError(f"prompt argument {i} is not valid UTF-8") from None
     if args.prompts_file:
-        prompts += read_lines(args.prompts_file)
+        prompts += read_prompts(args.prompts_file)
     if not prompts:
         raise RouterError("no prompt given: pass PROMPT arguments or --prompts-file")
     return prompts
 
 
 def _load(args):
-    from .router import load_router
+    from .router_file import load_router
 
     router = load_router(args.router or DEFAULT_ROUTER)
     if getattr(args, "embedder", None):
@@ -100,8 +100,9 @@ def _output(args) -> Path:
 
 
 def cmd_train(args) -> int:
-    from .data import load_dataset
     from .embed import get_embedder
+    from .router_file import save_router
+    from .scored import load_dataset
     from .train import train_router
 
     out = _output(args)
@@ -110,7 +111,7 @@ def cmd_train(args) -> int:
         print(f"skipped {ds.skipped} bad row(s)", file=sys.stderr)
     router = train_router(ds, get_embedder(args.embedder), args.predictor, folds=args.folds, seed=args.seed,
                           progress=_progress("training") if sys.stderr.isatty() else None)
-    router.save(out, overwrite=args.overwrite)
+    save_router(router, out, overwrite=args.overwrite)
     p = router.predictor.state()[1]
     print(f"wrote {out}: {len(router.names)} candidates, {len(ds.prompts)} prompts, predictor {router.predictor.kind} "
           f"{p}, default budget {router.default_budget:.3g} s/image")
@@ -127,11 +128,17 @@ def _progress(label):
     return report
 
 
+def _check_plot(args) -> None:
+    """Refuse a --plot target before any long work."""
+    if args.plot:
+        check_writable(args.plot, args.overwrite)
+
+
 def _emit(result: dict, args, title: str) -> None:
     if args.plot:
-        from .evaluate import plot_deferral, save_plot
+        from .plots import plot_deferral, save_plot
 
-        save_plot(plot_deferral(result, title), args.plot)
+        save_plot(plot_deferral(result, title), args.plot, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(result))
     else:
@@ -148,9 +155,10 @@ def _emit(result: dict, args, title: str) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import load_dataset
     from .evaluate import evaluate_router
+    from .scored import load_dataset
 
+    _check_plot(args)
     router = _load(args)
     ds = load_dataset(args.data_dir, metric=args.metric or router.metric, skip_bad=args.skip_bad)
     _emit(evaluate_router(router, ds), args, f"router {Path(args.router).name} on {Path(args.data_dir).name}")
@@ -158,10 +166,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_cv(args) -> int:
-    from .data import load_dataset
     from .embed import get_embedder
     from .evaluate import cross_validate
+    from .scored import load_dataset
 
+    _check_plot(args)
     ds = load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad)
     result = cross_validate(ds, get_embedder(args.embedder), args.predictor, folds=args.folds, seed=args.seed)
     _emit(result, args, f"{args.folds}-fold CV of {args.predictor} on {Path(args.data_dir).name}")
@@ -169,8 +178,8 @@ def cmd_cv(args) -> int:
 
 
 def cmd_export_table(args) -> int:
-    from .data import JSONL_NAME, write_jsonl_rows
     from .fileutil import atomic_write
+    from .scored import JSONL_NAME, write_jsonl_rows
     from .tables import TABLES, default_data_dir, table_rows
 
     if args.table not in TABLES:
@@ -181,7 +190,8 @@ def cmd_export_table(args) -> int:
     data = Path(args.data) if args.data else default_data_dir()
     source = data / TABLES[args.table]["file"]
     if not source.is_file():
-        raise RouterError(f"table file {source} does not exist (is --data the shared data folder?)")
+        raise RouterError(f"table file {source} does not exist (is --data a folder of rating tables laid out "
+                          "like the pack's data/?)")
     rows = table_rows(args.table, data)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / JSONL_NAME, lambda tmp: write_jsonl_rows(Path(tmp), rows), overwrite=args.overwrite)
@@ -192,13 +202,16 @@ def cmd_export_table(args) -> int:
 def cmd_collect(args) -> int:
     import os
 
-    from .collect import collect, read_candidates, read_prompts
+    from .collect import collect, read_candidates
 
     scorer = args.scorer or os.environ.get("COST_AWARE_ROUTER_SCORER")
     if not scorer:
         raise RouterError("no scorer: pass --scorer MODEL_DIR (a local CLIP or PickScore folder) "
                           "or set COST_AWARE_ROUTER_SCORER")
-    counts = collect(read_prompts(args.prompts), read_candidates(args.candidates), args.out, scorer,
+    prompts = read_prompts(args.prompts, clean=True)
+    if not prompts:
+        raise RouterError(f"prompts file {args.prompts} has no prompts")
+    counts = collect(prompts, read_candidates(args.candidates), args.out, scorer,
                      args.scorer_kind, seeds=args.seeds, size=args.size)
     print(f"{args.out}: wrote {counts['written']} generation(s), skipped {counts['skipped']} already there")
     return 0
@@ -219,14 +232,15 @@ def cmd_anchors(args) -> int:
 
 
 def cmd_add_candidate(args) -> int:
-    from .data import load_dataset
     from .extend import add_candidate_from_dataset, describe_addition
+    from .router_file import save_router
+    from .scored import load_dataset
 
     out = _output(args)
     router = _load(args)
     ds = load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad)
     new, report = add_candidate_from_dataset(router, ds, args.candidate, args.cost)
-    new.save(out, overwrite=args.overwrite)
+    save_router(new, out, overwrite=args.overwrite)
     print(describe_addition(args.candidate, report))
     print(f"wrote {out}: {len(new.names)} candidates, default budget {new.default_budget:.3g} s/image")
     return 0
@@ -278,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("router")
     e.add_argument("data_dir")
     e.add_argument("--json", action="store_true")
-    e.add_argument("--plot", help="write the deferral curve to this PNG")
+    e.add_argument("--plot", help="write the deferral curve to this PNG (refused if it exists, unless --overwrite)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
     e.add_argument("--metric", default=None, help="metric to evaluate (default: the router's)")
     data_flags(e)
     e.set_defaults(func=cmd_evaluate)
@@ -290,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--folds", type=_folds, default=5)
     c.add_argument("--seed", type=_non_negative_int, default=0)
     c.add_argument("--json", action="store_true")
-    c.add_argument("--plot")
+    c.add_argument("--plot", help="write the deferral curve to this PNG (refused if it exists, unless --overwrite)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
     data_flags(c)
     c.set_defaults(func=cmd_cv)
 
@@ -321,10 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
     n.set_defaults(func=cmd_add_candidate)
 
-    x = sub.add_parser("export-table", help="write a shared/data rating table as a scored-generations folder")
+    x = sub.add_parser("export-table",
+                       help="write one of the shipped rating tables (data/) as a scored-generations folder")
     x.add_argument("table")
     x.add_argument("out")
-    x.add_argument("--data", help="the shared data folder (default ../shared/data beside the checkout)")
+    x.add_argument("--data", help="folder of rating tables (default: the pack's data/)")
     x.add_argument("--overwrite", action="store_true")
     x.set_defaults(func=cmd_export_table)
     return p

@@ -12,16 +12,15 @@ store's atomic step. A rerun skips what is already there.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .errors import RouterError
-from .fileutil import read_lines
+from .scored import GenerationStore, generation_record, png_bytes, record_text_chunk
 from .scoring import get_scorer
-from .store import GenerationStore, generation_record, png_bytes, record_text_chunk
+from .validate import finite
 
 
 def read_candidates(path: str | Path) -> list[dict]:
@@ -61,21 +60,10 @@ def read_candidates(path: str | Path) -> list[dict]:
         steps, cfg = c["steps"], c["cfg"]
         if not isinstance(steps, int) or steps < 1:
             raise RouterError(f"{where}: 'steps' must be a positive integer")
-        if not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
-            raise RouterError(f"{where}: 'cfg' must be a finite number >= 0")
         cost = c.get("cost")
-        if cost is not None and (not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0):
-            raise RouterError(f"{where}: 'cost' must be a finite number >= 0")
-        out.append({"name": name, "pipeline": pipe, "steps": steps, "cfg": float(cfg),
-                    "cost": None if cost is None else float(cost)})
+        out.append({"name": name, "pipeline": pipe, "steps": steps, "cfg": finite(cfg, "'cfg'", 0.0, where=where),
+                    "cost": None if cost is None else finite(cost, "'cost'", 0.0, where=where)})
     return out
-
-
-def read_prompts(path: str | Path) -> list[str]:
-    prompts = [p.strip() for p in read_lines(path)]
-    if not prompts:
-        raise RouterError(f"prompts file {path} has no prompts")
-    return list(dict.fromkeys(prompts))
 
 
 def _progress(total: int):

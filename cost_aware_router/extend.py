@@ -18,49 +18,18 @@ calibration is recomputed over the reference set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from .added import AddedCandidate, weighted_neighbours
+from .budget import calibrate, default_budget
 from .errors import DataError, RouterError
-from .predictors import knn_mean, lambda_grid, prompt_utility, significant_best
+from .predictors import lambda_grid, prompt_utility, significant_best
+from .validate import finite
 
 K_GRID = (4, 8, 16, 32)
 SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_ANCHORS = 20
 SE_MARGIN = 2.0  # standard errors the new column's per-prompt predictions must gain by
-
-
-def _weighted_neighbours(S: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:
-    """Similarity-weighted mean of the vector ``v`` over the ``k`` most similar columns of ``S``."""
-    return knn_mean(S, np.asarray(v, dtype=np.float64)[:, None], k, np.zeros(1))[:, 0]
-
-
-@dataclass
-class AddedCandidate:
-    """A candidate added from anchor scores; its column is predicted from the anchors."""
-
-    mode: str               # "absolute" or "offset"
-    ref: int                # for "offset": the existing (trained) candidate column it is measured against
-    k: int
-    shrink: float
-    mean: float             # normalised anchor mean: the prediction with no per-prompt evidence
-    scores: np.ndarray      # [A] normalised scores on the router's anchors (NaN: not scored)
-    loo_rmse: float = float("nan")
-
-    def predict(self, S: np.ndarray, z_base: np.ndarray, anchor_y: np.ndarray) -> np.ndarray:
-        """Predictions from ``S``, the similarities of the prompts to every anchor (-inf: leave out)."""
-        m = ~np.isnan(self.scores)
-        if self.mode == "offset":
-            m &= ~np.isnan(anchor_y[:, self.ref])
-            raw = z_base[:, self.ref] + _weighted_neighbours(S[:, m], (self.scores - anchor_y[:, self.ref])[m], self.k)
-        else:
-            raw = _weighted_neighbours(S[:, m], self.scores[m], self.k)
-        return self.mean + self.shrink * (raw - self.mean)
-
-    def meta(self) -> dict:
-        return {"mode": self.mode, "ref": int(self.ref), "k": int(self.k), "shrink": float(self.shrink),
-                "mean": float(self.mean), "loo_rmse": float(self.loo_rmse)}
 
 
 def fit_added(scores: np.ndarray, anchor_x: np.ndarray, anchor_oof: np.ndarray, anchor_y: np.ndarray,
@@ -85,12 +54,12 @@ def fit_added(scores: np.ndarray, anchor_x: np.ndarray, anchor_oof: np.ndarray, 
     settings = []
     # k = n - 1: every other anchor, i.e. one global offset from an existing candidate's predictions
     for k in [k for k in K_GRID if k < n - 1] + [n - 1]:
-        settings.append(("absolute", 0, k, _weighted_neighbours(S, s, k)))
+        settings.append(("absolute", 0, k, weighted_neighbours(S, s, k)))
         for c in range(Y.shape[1]):
             ok = ~np.isnan(Y[:, c])
             if ok.sum() >= MIN_ANCHORS:
                 Sc = np.where(ok[None, :], S, -np.inf)
-                settings.append(("offset", c, k, oof[:, c] + _weighted_neighbours(Sc, np.nan_to_num(s - Y[:, c]), k)))
+                settings.append(("offset", c, k, oof[:, c] + weighted_neighbours(Sc, np.nan_to_num(s - Y[:, c]), k)))
     rows = ~np.isnan(Y).any(axis=1)
     Yr = np.concatenate([Y, s[:, None]], axis=1)[rows]
     lams = lambda_grid(np.asarray(mu, dtype=np.float64), np.asarray(cost, dtype=np.float64))
@@ -162,16 +131,13 @@ def describe_addition(name: str, report: dict) -> str:
 def add_candidate(router, name: str, cost: float, config: dict, scores: dict[str, float]):
     """A copy of ``router`` with one more candidate, predicted from its ``scores`` (raw metric units)
     on the router's anchor prompts; the budget calibration is recomputed over the reference set."""
-    from .train import calibrate, default_budget
-
     ref = anchor_set(router)
     name = str(name).strip()
     if not name:
         raise RouterError("the new candidate needs a non-empty name")
     if name in router.names:
         raise RouterError(f"candidate '{name}' is already in the router; it has {router.names}")
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not np.isfinite(cost) or cost < 0:
-        raise RouterError(f"cost of '{name}' must be a finite number >= 0, got {cost!r}")
+    cost = finite(cost, f"cost of '{name}'", minimum=0.0)
     scores = {_key(p): v for p, v in scores.items()}
     raw = np.array([scores.get(_key(p), np.nan) for p in ref.anchor_prompts], dtype=np.float64)
     if not np.isfinite(raw[~np.isnan(raw)]).all():

@@ -100,7 +100,6 @@ def knn_mean(sims: np.ndarray, Y: np.ndarray, k: int, mu: np.ndarray) -> np.ndar
 
 class Predictor:
     kind = "base"
-    description = ""
 
     def __init__(self, **params):
         self.params = dict(params)
@@ -164,7 +163,6 @@ class Predictor:
 # ---------------------------------------------------------------------------------------
 class KNNPredictor(Predictor):
     kind = "knn"
-    description = "cosine k-nearest neighbours over training prompts (k by cross-validation)"
     K_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
 
     def fit(self, X, Y, cost, folds=5, seed=0, progress=None):
@@ -205,7 +203,6 @@ class KNNPredictor(Predictor):
 # ---------------------------------------------------------------------------------------
 class RidgePredictor(Predictor):
     kind = "ridge"
-    description = "ridge regression on embeddings, one column per candidate (penalty by cross-validation)"
     PENALTIES = (0.01, 0.1, 1.0, 3.0, 10.0, 30.0, 100.0)
 
     @staticmethod
@@ -254,7 +251,6 @@ class RidgePredictor(Predictor):
 # ---------------------------------------------------------------------------------------
 class MLPPredictor(Predictor):
     kind = "mlp"
-    description = "multi-output MLP in torch on embeddings (masked MSE, early stopping on a validation split)"
     HIDDEN = 256
 
     def _net(self, d, C):
@@ -375,7 +371,6 @@ def ridge_weights(X: np.ndarray, R: np.ndarray, penalties) -> dict:
 
 class KNNOrRidgePredictor(Predictor):
     kind = "knn_or_ridge"
-    description = "kNN or ridge on embeddings, whichever routes better in repeated cross-validation"
     K_GRID = (32, 64, 128)
     PENALTIES = (1.0, 3.0, 10.0, 30.0, 100.0)
     REPEATS = 3

@@ -1,4 +1,4 @@
-"""The public human-rating tables in ``shared/data`` as scored-generations records.
+"""The public human-rating tables shipped in ``data/`` as scored-generations records.
 
 Each table maps the models it rated onto candidates a ComfyUI user can run, with a cost in
 seconds per image. Costs come from one source and one GPU where possible: the fal-ai
@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .data import Record
+from .scored import Record, parse_record
 
 SD15_STEP_512 = 1.59 / 50  # s per step, SD 1.5 at 512 px (fal-ai, A100-80GB fp16 SDPA)
 SDXL_STEP_1024 = 5.93 / 50  # s per step, SDXL at 1024 px (same source and GPU)
@@ -100,11 +100,9 @@ def table_rows(name: str, data_dir: str | Path) -> list[dict]:
 
 
 def table_records(name: str, data_dir: str | Path) -> list[Record]:
-    from .data import parse_record
-
     return [parse_record(r, f"{name}:{i + 1}") for i, r in enumerate(table_rows(name, data_dir))]
 
 
 def default_data_dir() -> Path:
-    """``shared/data`` beside the repository checkout (as laid out for development and CI)."""
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    """The tables shipped with the pack (``data/`` in the repository; see its README)."""
+    return Path(__file__).resolve().parent.parent / "data"

@@ -6,11 +6,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .data import Dataset
+from .budget import calibrate, default_budget
 from .errors import DataError
-from .predictors import choose, get_predictor_class, lambda_grid
+from .predictors import Predictor, get_predictor_class
 from .reference import Reference
 from .router import Router
+from .scored import Dataset
 
 Progress = Callable[[int, int], None] | None
 PROGRESS_TOTAL = 1000
@@ -62,40 +63,12 @@ def embed_prompts(embedder, prompts: list[str], progress: Progress = None, chunk
     return np.concatenate(out, axis=0) if out else np.zeros((0, embedder.dim), np.float32)
 
 
-def calibrate(oof_z: np.ndarray, Yz: np.ndarray, cost: np.ndarray, mu: np.ndarray, norm: dict) -> dict:
-    """Average cost (and realised quality) of the choices on out-of-fold predictions, per cost weight."""
-    rows = ~np.isnan(oof_z).any(axis=1)
-    lams = lambda_grid(mu, cost, 200)
-    pred, y = oof_z[rows], Yz[rows]
-    mean_cost, mean_quality = [], []
-    for lam in lams:
-        ch = choose(pred, cost, lam)
-        mean_cost.append(float(cost[ch].mean()))
-        q = y[np.arange(len(y)), ch]
-        mean_quality.append(float(np.nanmean(q) * norm["std"] + norm["mean"]) if np.isfinite(q).any() else None)
-    return {"cost_weight": [float(x) for x in lams], "mean_cost": mean_cost, "mean_quality": mean_quality,
-            "prompts": int(rows.sum())}
-
-
-DEFAULT_TOLERANCE = 0.05  # in standard deviations of the metric
-
-
-def default_budget(cal: dict, Y: np.ndarray, cost: np.ndarray) -> float:
-    """Cheapest calibrated average cost whose out-of-fold quality is within DEFAULT_TOLERANCE
-    standard deviations of the best single candidate's: "as good as the best model, for less"."""
-    complete = ~np.isnan(Y).any(axis=1)
-    means = np.nanmean(Y[complete] if complete.any() else Y, axis=0)
-    best = int(np.argmax(means))
-    target = float(means[best]) - DEFAULT_TOLERANCE * float(np.nanstd(Y))
-    ok = [c for c, q in zip(cal["mean_cost"], cal["mean_quality"]) if q is not None and q >= target - 1e-9]
-    return float(min(ok)) if ok else float(cost[best])
-
-
-def train_router(ds: Dataset, embedder, predictor: str = DEFAULT_PREDICTOR, folds: int = 5, seed: int = 0,
-                 progress: Progress = None, embeddings: np.ndarray | None = None) -> Router:
-    pcls = get_predictor_class(predictor)
+def train_router(ds: Dataset, embedder, predictor: str | type[Predictor] = DEFAULT_PREDICTOR, folds: int = 5,
+                 seed: int = 0, progress: Progress = None, embeddings: np.ndarray | None = None) -> Router:
+    """Fit a router; ``predictor`` is a registered name (``predictors.PREDICTORS``) or a Predictor class."""
+    pcls = predictor if isinstance(predictor, type) else get_predictor_class(predictor)
     ds = check_trainable(ds)
-    phases = _Phases(progress, {"embed": 3.0, "fit": 7.0 if predictor != "knn" else 2.0})
+    phases = _Phases(progress, {"embed": 3.0, "fit": 7.0 if pcls.kind != "knn" else 2.0})
     X = embeddings if embeddings is not None else embed_prompts(embedder, ds.prompts, phases.phase("embed"))
     observed = ds.quality[~np.isnan(ds.quality)]
     std = float(observed.std()) or 1.0

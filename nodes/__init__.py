@@ -14,10 +14,12 @@ from .scorer import QualityScorerNode
 from .sweep import CandidateSweepNode
 from .train import TrainRouterNode
 
-register_folders()
-
 
 class CostAwareRouterExtension(ComfyExtension):
+    @override
+    async def on_load(self) -> None:
+        register_folders()
+
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [CandidateNode, CandidatePoolNode, CostAwareRouterNode, TrainRouterNode, QualityScorerNode,

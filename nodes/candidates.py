@@ -6,13 +6,8 @@ import comfy.samplers
 import folder_paths
 from comfy_api.latest import io, ui
 
+from ..cost_aware_router.pool import candidate_entry, chain_candidates, describe
 from .common import CATEGORY, NODE_PREFIX, Candidates
-
-
-def describe(c: dict) -> str:
-    cost = f", {c['cost']:g} s/image" if c.get("cost") else ""
-    return (f"{c['label']}: {c['checkpoint']}, {c['steps']} steps, cfg {c['cfg']:g}, "
-            f"{c['sampler']}/{c['scheduler']}{cost}")
 
 
 class CandidateNode(io.ComfyNode):
@@ -41,18 +36,11 @@ class CandidateNode(io.ComfyNode):
                 Candidates.Input("candidates", optional=True,
                                  tooltip="Candidates declared so far (chain Router Candidate nodes)."),
             ],
-            outputs=[Candidates.Output("candidates", display_name="candidates",
-                                       tooltip="The chain of candidates including this one.")],
+            outputs=[Candidates.Output("candidates", tooltip="The chain of candidates including this one.")],
         )
 
     @classmethod
     def execute(cls, label, ckpt_name, steps, cfg, sampler_name, scheduler, cost, candidates=None) -> io.NodeOutput:
-        label = label.strip()
-        if not label:
-            raise ValueError("Router Candidate: label is empty")
-        chain = list(candidates or [])
-        if any(c["label"] == label for c in chain):
-            raise ValueError(f"Router Candidate: label '{label}' is used twice in the chain")
-        chain.append({"label": label, "checkpoint": ckpt_name, "steps": int(steps), "cfg": float(cfg),
-                      "sampler": sampler_name, "scheduler": scheduler, "cost": float(cost) or None})
+        chain = chain_candidates(candidates, candidate_entry(label, ckpt_name, steps, cfg, sampler_name, scheduler,
+                                                             cost))
         return io.NodeOutput(chain, ui=ui.PreviewText(describe(chain[-1])))

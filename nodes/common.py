@@ -63,7 +63,7 @@ def scorer_path(name: str) -> str:
         if os.path.isfile(os.path.join(path, "config.json")) and os.path.dirname(os.path.abspath(path)) == \
                 os.path.abspath(root):
             return path
-    raise FileNotFoundError(f"scorer model '{name}' is not a folder with config.json in "
+    raise RouterError(f"scorer model '{name}' is not a folder with config.json in "
                             f"{folder_paths.get_folder_paths(SCORER_FOLDER)}")
 
 

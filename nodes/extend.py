@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..cost_aware_router.data import load_dataset
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.extend import add_candidate_from_dataset, anchor_prompts, describe_addition
 from ..cost_aware_router.fileutil import resolve_under
+from ..cost_aware_router.router_file import save_router
+from ..cost_aware_router.scored import load_dataset
 from .common import CATEGORY, NODE_PREFIX, data_roots, router_input, router_output
-from .route import get_router
+from .shared import get_router
 
 
 class AnchorPromptsNode(io.ComfyNode):
@@ -25,9 +26,9 @@ class AnchorPromptsNode(io.ComfyNode):
             is_output_node=True,
             inputs=[router_input()],
             outputs=[
-                io.String.Output("prompts", display_name="prompts",
+                io.String.Output("prompts",
                                  tooltip="The anchor prompts, one per line (for Candidate Sweep's prompts)."),
-                io.Int.Output("count", display_name="count", tooltip="How many anchor prompts there are."),
+                io.Int.Output("count", tooltip="How many anchor prompts there are."),
             ],
         )
 
@@ -69,9 +70,9 @@ class AddCandidateNode(io.ComfyNode):
                                  tooltip="Replace an existing router file of the same name."),
             ],
             outputs=[
-                io.String.Output("router_name", display_name="router_name",
+                io.String.Output("router_name",
                                  tooltip="Name of the saved router file, for the Cost-Aware Router node."),
-                io.String.Output("report", display_name="report", tooltip="How the candidate was added."),
+                io.String.Output("report", tooltip="How the candidate was added."),
             ],
         )
 
@@ -83,7 +84,7 @@ class AddCandidateNode(io.ComfyNode):
         out = router_output(output_name, overwrite)
         ds = load_dataset(folder, metric=metric.strip() or "score")
         new, report = add_candidate_from_dataset(get_router(router), ds, candidate, None if cost < 0 else cost)
-        new.save(out, overwrite=overwrite)
+        save_router(new, out, overwrite=overwrite)
         text = (describe_addition(candidate.strip(), report)
                 + f"\nsaved {out.name}: {len(new.names)} candidates, default budget {new.default_budget:.3g} s/image")
         return io.NodeOutput(out.name, text, ui=ui.PreviewText(text))

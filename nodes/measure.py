@@ -12,7 +12,6 @@ from comfy_api.latest import io, ui
 import nodes as comfy_nodes
 
 from .common import CATEGORY, NODE_PREFIX, Pool
-from .pool import CandidatePool
 
 
 def sample_once(model, clip, vae, cand: dict, width: int, height: int, seed: int = 0) -> None:
@@ -37,19 +36,19 @@ class MeasureCostsNode(io.ComfyNode):
                 Pool.Input("pool", tooltip="Candidate Pool to measure."),
                 io.Int.Input("width", default=512, min=64, max=8192, step=8, tooltip="Image width to time at."),
                 io.Int.Input("height", default=512, min=64, max=8192, step=8, tooltip="Image height to time at."),
-                io.Int.Input("timed_runs", default=2, min=1, max=20,
+                io.Int.Input("timed_runs", default=2, min=1, max=20, advanced=True,
                              tooltip="Timed runs per candidate after one warm-up; the median is kept."),
             ],
             outputs=[
-                Pool.Output("pool", display_name="pool", tooltip="The same pool with measured costs."),
-                io.String.Output("report", display_name="report", tooltip="Seconds per image of each candidate."),
+                Pool.Output("pool", tooltip="The same pool with measured costs."),
+                io.String.Output("report", tooltip="Seconds per image of each candidate."),
             ],
         )
 
     @classmethod
     def execute(cls, pool, width, height, timed_runs) -> io.NodeOutput:
         bar = comfy.utils.ProgressBar(len(pool.candidates) * (timed_runs + 1))
-        measured, lines, done = [], [], 0
+        measured, lines, done = {}, [], 0
         for label, cand in pool.candidates.items():
             model, clip, vae = pool.load(label)
             times = []
@@ -62,8 +61,8 @@ class MeasureCostsNode(io.ComfyNode):
                 done += 1
                 bar.update_absolute(done)
             cost = statistics.median(times)
-            measured.append({**cand, "cost": round(cost, 4), "measured_seconds": round(cost, 4)})
+            measured[label] = round(cost, 4)
             lines.append(f"{label}: {cost:.3f} s/image ({cand['steps']} steps, {width}x{height}, median of "
                          f"{timed_runs})")
         text = "\n".join(lines)
-        return io.NodeOutput(CandidatePool(measured, pool.max_resident), text, ui=ui.PreviewText(text))
+        return io.NodeOutput(pool.with_costs(measured), text, ui=ui.PreviewText(text))

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import threading
+import logging
 
-import folder_paths
 from comfy_api.latest import io, ui
 
-from ..cost_aware_router.errors import RouterError
-from ..cost_aware_router.router import Budget, Router, load_router
-from .common import CATEGORY, FOLDER, NODE_PREFIX, Pool, SamplerName, SchedulerName, router_input
+from ..cost_aware_router.budget import BUDGET_MODES, DEFAULT, Budget
+from .common import CATEGORY, NODE_PREFIX, Pool, SamplerName, SchedulerName, router_input
+from .shared import get_router
 
-DEFAULT, TARGET, WEIGHT, BEST = "router default", "target average cost (s/image)", "cost weight", "best quality"
-
-_ROUTERS: dict[str, tuple[float, Router]] = {}
-_LOCK = threading.Lock()
-
-
-def get_router(name: str) -> Router:
-    """Load a router file once per modification time."""
-    path = folder_paths.get_full_path(FOLDER, name)
-    if path is None:
-        raise RouterError(f"router '{name}' is not in the router_weights folders "
-                          f"{folder_paths.get_folder_paths(FOLDER)}")
-    mtime = os.path.getmtime(path)
-    with _LOCK:
-        hit = _ROUTERS.get(path)
-        if hit is None or hit[0] != mtime:
-            _ROUTERS[path] = (mtime, load_router(path))
-        return _ROUTERS[path][1]
+log = logging.getLogger("cost_aware_router")
 
 
 def show_on_node(text: str, node_id) -> None:
@@ -40,19 +21,8 @@ def show_on_node(text: str, node_id) -> None:
         from server import PromptServer
 
         PromptServer.instance.send_progress_text(text, node_id)
-    except Exception:  # headless or older ComfyUI: the ui text and the explanation output remain
-        pass
-
-
-def make_budget(mode: str, value: float, max_cost: float, force: str) -> Budget:
-    kw = {"max_cost": max_cost if max_cost > 0 else None, "force": force.strip() or None}
-    if mode == TARGET:
-        kw["budget"] = value
-    elif mode == WEIGHT:
-        kw["cost_weight"] = value
-    elif mode == BEST:
-        kw["best_quality"] = True
-    return Budget(**kw)
+    except (ImportError, AttributeError, RuntimeError) as exc:  # no server (headless) or an older ComfyUI
+        log.debug("[CostAwareRouter] cannot draw on the node: %s", exc)
 
 
 class CostAwareRouterNode(io.ComfyNode):
@@ -70,27 +40,27 @@ class CostAwareRouterNode(io.ComfyNode):
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The text prompt to route (type it or link a STRING)."),
                 router_input(),
-                io.Combo.Input("budget_mode", options=[DEFAULT, TARGET, WEIGHT, BEST], default=DEFAULT,
+                io.Combo.Input("budget_mode", options=list(BUDGET_MODES), default=DEFAULT,
                                tooltip="How to trade quality for cost: the router's default budget, a target "
                                        "average seconds per image, a cost weight (lambda), or best quality."),
                 io.Float.Input("budget_value", default=1.0, min=0.0, max=100000.0, step=0.01,
                                tooltip="Seconds per image (target average cost) or lambda (cost weight); "
                                        "unused by the other modes."),
-                io.Float.Input("max_cost", default=0.0, min=0.0, max=100000.0, step=0.01,
+                io.Float.Input("max_cost", default=0.0, min=0.0, max=100000.0, step=0.01, advanced=True,
                                tooltip="Never choose a candidate costing more seconds per image. 0 = no cap."),
-                io.String.Input("force_candidate", default="", optional=True,
+                io.String.Input("force_candidate", default="", optional=True, advanced=True,
                                 tooltip="Always choose this candidate label (empty = let the router decide)."),
             ],
             outputs=[
                 io.Model.Output("model", display_name="MODEL", tooltip="The chosen candidate's model."),
                 io.Clip.Output("clip", display_name="CLIP", tooltip="The chosen candidate's CLIP."),
                 io.Vae.Output("vae", display_name="VAE", tooltip="The chosen candidate's VAE."),
-                io.Int.Output("steps", display_name="steps", tooltip="Steps for the KSampler."),
-                io.Float.Output("cfg", display_name="cfg", tooltip="CFG for the KSampler."),
-                SamplerName.Output("sampler_name", display_name="sampler_name", tooltip="Sampler for the KSampler."),
-                SchedulerName.Output("scheduler", display_name="scheduler", tooltip="Scheduler for the KSampler."),
-                io.String.Output("label", display_name="label", tooltip="The chosen candidate's label."),
-                io.String.Output("explanation", display_name="explanation",
+                io.Int.Output("steps", tooltip="Steps for the KSampler."),
+                io.Float.Output("cfg", tooltip="CFG for the KSampler."),
+                SamplerName.Output("sampler_name", tooltip="Sampler for the KSampler."),
+                SchedulerName.Output("scheduler", tooltip="Scheduler for the KSampler."),
+                io.String.Output("label", tooltip="The chosen candidate's label."),
+                io.String.Output("explanation",
                                  tooltip="Predicted quality and cost of every candidate, and why this one."),
             ],
         )
@@ -101,7 +71,7 @@ class CostAwareRouterNode(io.ComfyNode):
         r.check_candidates(pool.labels)
         if pool.costs():
             r = r.with_costs(pool.costs())
-        decision = r.route([prompt], make_budget(budget_mode, budget_value, max_cost, force_candidate or ""))[0]
+        decision = r.route([prompt], Budget.from_mode(budget_mode, budget_value, max_cost, force_candidate or ""))[0]
         cand = pool.candidates[decision.candidate]
         model, clip, vae = pool.load(decision.candidate)
         text = decision.explanation + "\n" + pool.report()

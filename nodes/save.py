@@ -9,7 +9,7 @@ from comfy_api.latest import io, ui
 
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.fileutil import child_dir
-from ..cost_aware_router.store import GenerationStore, generation_record, png_bytes, record_text_chunk
+from ..cost_aware_router.scored import GenerationStore, generation_record, png_bytes, record_text_chunk
 from .common import CATEGORY, NODE_PREFIX, Job
 
 

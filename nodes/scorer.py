@@ -27,7 +27,7 @@ class QualityScorerNode(io.ComfyNode):
                 io.Combo.Input("kind", options=list(SCORERS), default="clipscore",
                                tooltip="clipscore: 100 x max(cosine, 0); pickscore: the model's logit scale x cosine."),
             ],
-            outputs=[io.Float.Output("score", display_name="score", tooltip="Quality score of the image.")],
+            outputs=[io.Float.Output("score", tooltip="Quality score of the image.")],
         )
 
     @classmethod

@@ -5,18 +5,18 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..cost_aware_router.data import JSONL_NAME
 from ..cost_aware_router.errors import RouterError
-from ..cost_aware_router.fileutil import child_dir, read_lines, resolve_under
-from ..cost_aware_router.store import GenerationStore
+from ..cost_aware_router.fileutil import child_dir, read_prompts, resolve_under, split_prompts
+from ..cost_aware_router.pool import sweep_jobs
+from ..cost_aware_router.scored import JSONL_NAME, GenerationStore
 from .common import CATEGORY, NODE_PREFIX, Job, Pool, SamplerName, SchedulerName
 
 
 def sweep_prompts(text: str, prompts_file: str) -> list[str]:
-    prompts = [p.strip() for p in (text or "").splitlines() if p.strip()]
+    prompts = split_prompts(text or "", clean=True)
     if prompts_file and prompts_file.strip():
-        path = resolve_under(prompts_file, [folder_paths.get_input_directory()], "prompts file")
-        prompts += [p.strip() for p in read_lines(path)]
+        prompts += read_prompts(resolve_under(prompts_file, [folder_paths.get_input_directory()], "prompts file"),
+                                clean=True)
     prompts = list(dict.fromkeys(prompts))
     if not prompts:
         raise RouterError("Candidate Sweep: no prompts (type one per line or name a prompts file)")
@@ -57,14 +57,13 @@ class CandidateSweepNode(io.ComfyNode):
                 io.Model.Output("model", display_name="MODEL", tooltip="Model of each generation.", **out),
                 io.Clip.Output("clip", display_name="CLIP", tooltip="CLIP of each generation.", **out),
                 io.Vae.Output("vae", display_name="VAE", tooltip="VAE of each generation.", **out),
-                io.String.Output("prompt", display_name="prompt", tooltip="Prompt of each generation.", **out),
-                io.Int.Output("seed", display_name="seed", tooltip="Seed of each generation.", **out),
-                io.Int.Output("steps", display_name="steps", tooltip="Steps of each generation.", **out),
-                io.Float.Output("cfg", display_name="cfg", tooltip="CFG of each generation.", **out),
-                SamplerName.Output("sampler_name", display_name="sampler_name", tooltip="Sampler.", **out),
-                SchedulerName.Output("scheduler", display_name="scheduler", tooltip="Scheduler.", **out),
-                Job.Output("job", display_name="job",
-                           tooltip="Label, settings and cost of each generation, for the save node.", **out),
+                io.String.Output("prompt", tooltip="Prompt of each generation.", **out),
+                io.Int.Output("seed", tooltip="Seed of each generation.", **out),
+                io.Int.Output("steps", tooltip="Steps of each generation.", **out),
+                io.Float.Output("cfg", tooltip="CFG of each generation.", **out),
+                SamplerName.Output("sampler_name", tooltip="Sampler.", **out),
+                SchedulerName.Output("scheduler", tooltip="Scheduler.", **out),
+                Job.Output("job", tooltip="Label, settings and cost of each generation, for the save node.", **out),
             ],
         )
 
@@ -85,12 +84,7 @@ class CandidateSweepNode(io.ComfyNode):
     @classmethod
     def execute(cls, pool, prompts, prompts_file, seeds, seed_start, output_folder) -> io.NodeOutput:
         done = existing(output_folder)
-        jobs = []
-        for prompt in sweep_prompts(prompts, prompts_file):
-            for seed in range(seed_start, seed_start + seeds):
-                for label, c in pool.candidates.items():
-                    if (prompt, label, seed) not in done:
-                        jobs.append({"prompt": prompt, "label": label, "seed": seed, **c})
+        jobs = sweep_jobs(sweep_prompts(prompts, prompts_file), seeds, seed_start, pool.candidates, done)
         if not jobs:
             raise RouterError(f"Candidate Sweep: nothing to do, every generation is already in '{output_folder}'")
         cols: dict[str, list] = {k: [] for k in ("model", "clip", "vae")}

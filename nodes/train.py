@@ -8,11 +8,13 @@ import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
-from ..cost_aware_router.data import load_dataset
 from ..cost_aware_router.embed import get_embedder
-from ..cost_aware_router.evaluate import plot_deferral, training_curve
+from ..cost_aware_router.evaluate import training_curve
 from ..cost_aware_router.fileutil import resolve_under
+from ..cost_aware_router.plots import plot_deferral
 from ..cost_aware_router.predictors import PREDICTORS
+from ..cost_aware_router.router_file import save_router
+from ..cost_aware_router.scored import load_dataset
 from ..cost_aware_router.train import DEFAULT_PREDICTOR, PROGRESS_TOTAL, train_router
 from .common import CATEGORY, NODE_PREFIX, data_roots, router_output
 
@@ -46,10 +48,10 @@ class TrainRouterNode(io.ComfyNode):
                                  tooltip="Skip malformed rows (the report counts them) instead of stopping."),
             ],
             outputs=[
-                io.String.Output("router_name", display_name="router_name",
+                io.String.Output("router_name",
                                  tooltip="Name of the saved router file, for the Cost-Aware Router node."),
-                io.String.Output("report", display_name="report", tooltip="What was trained and how well."),
-                io.Image.Output("deferral_curve", display_name="deferral_curve",
+                io.String.Output("report", tooltip="What was trained and how well."),
+                io.Image.Output("deferral_curve",
                                 tooltip="Cost vs quality of the router (out-of-fold), each candidate and the oracle."),
             ],
         )
@@ -69,7 +71,7 @@ class TrainRouterNode(io.ComfyNode):
         with torch.inference_mode(False), torch.enable_grad():
             router = train_router(ds, get_embedder(), predictor, progress=progress)
         comfy.model_management.throw_exception_if_processing_interrupted()
-        router.save(out, overwrite=overwrite)
+        save_router(router, out, overwrite=overwrite)
         curve = training_curve(router, ds)
         s = curve["summary"]
         report = (f"saved {out.name} ({len(router.names)} candidates, {len(ds.prompts)} prompts, metric {ds.metric}"

@@ -1,10 +1,12 @@
 """Rebuild router_weights/default.safetensors and the cross-validated figures of its data card.
 
-    python scripts/build_default_router.py [--data ../shared/data] [--overwrite]
+    python scripts/build_default_router.py [--data DIR] [--overwrite]
 
 Trains the default router (knn_or_ridge on AGIQA-3K perceptual-quality MOS over SD 1.5 at 50 and 10
 steps, low/high CFG, and SDXL) and cross-validates every predictor on every table and metric of
-the shared data, writing router_weights/cv_figures.json and router_weights/default_cv.png.
+the rating tables shipped in data/ (or --data DIR laid out the same way), writing
+router_weights/cv_figures.json and router_weights/default_cv.png. Existing files are replaced only
+with --overwrite.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cost_aware_router.data import aggregate  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
-from cost_aware_router.evaluate import cross_validate, plot_deferral, save_plot  # noqa: E402
+from cost_aware_router.evaluate import cross_validate  # noqa: E402
 from cost_aware_router.fileutil import atomic_write  # noqa: E402
+from cost_aware_router.plots import plot_deferral, save_plot  # noqa: E402
 from cost_aware_router.predictors import PREDICTORS  # noqa: E402
+from cost_aware_router.router_file import save_router  # noqa: E402
+from cost_aware_router.scored import aggregate  # noqa: E402
 from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
 from cost_aware_router.train import train_router  # noqa: E402
 
@@ -63,16 +67,17 @@ def main() -> int:
                       f"{'-' if ratio is None else f'{ratio:.0%}'} | {s['min_margin_vs_best_fixed_mix']:+.4f} |",
                       flush=True)
                 if (table, metric, pred) == (DEFAULT_TABLE, DEFAULT_METRIC, DEFAULT_PREDICTOR):
-                    save_plot(plot_deferral(res, f"5-fold CV, {pred}, {table} {metric}"), out / "default_cv.png")
+                    save_plot(plot_deferral(res, f"5-fold CV, {pred}, {table} {metric}"), out / "default_cv.png",
+                              overwrite=args.overwrite)
     atomic_write(out / "cv_figures.json", lambda tmp: Path(tmp).write_text(json.dumps(figures, indent=1)),
-                 overwrite=True)
+                 overwrite=args.overwrite)
 
     ds = aggregate(table_records(DEFAULT_TABLE, args.data), DEFAULT_METRIC, TABLES[DEFAULT_TABLE]["source"])
     router = train_router(ds, emb, DEFAULT_PREDICTOR)
     for c in router.candidates:
         c["cost_note"] = next(v["cost_note"] for v in TABLES[DEFAULT_TABLE]["candidates"].values()
                               if v["name"] == c["name"])
-    router.save(out / "default.safetensors", overwrite=args.overwrite)
+    save_router(router, out / "default.safetensors", overwrite=args.overwrite)
     print(f"wrote {out / 'default.safetensors'}; predictor {router.predictor.state()[1]}; "
           f"default budget {router.default_budget:.3f} s/image")
     return 0

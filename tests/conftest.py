@@ -60,7 +60,7 @@ def embedder():
 
 @pytest.fixture(scope="session")
 def agiqa():
-    from cost_aware_router.data import load_dataset
+    from cost_aware_router.scored import load_dataset
 
     return load_dataset(DATA / "agiqa_3k")
 
@@ -82,8 +82,10 @@ def agiqa_router(agiqa_split, embedder):
 
 @pytest.fixture(scope="session")
 def agiqa_router_file(agiqa_router, tmp_path_factory):
+    from cost_aware_router.router_file import save_router
+
     path = tmp_path_factory.mktemp("routers") / "agiqa.safetensors"
-    agiqa_router.save(path)
+    save_router(agiqa_router, path)
     return path
 
 

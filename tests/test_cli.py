@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import DATA, ROOT, run_cli, write_rows
 
-from cost_aware_router.data import load_dataset
+from cost_aware_router.scored import load_dataset
 
 
 def _one_error_line(proc):
@@ -64,7 +64,7 @@ def test_train_then_evaluate_contract(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["route", "x", "--router", "missing.safetensors"], "does not exist"),
-    (["route", "x", "--budget", "-1"], "must be >= 0"),
+    (["route", "x", "--budget", "-1"], "budget must be a finite number >= 0, got -1"),
     (["route", "x", "--cost-weight", "nan"], "finite"),
     (["route", "x", "--force", "nope"], "'nope' is not in the router"),
     (["route"], "no prompt given"),

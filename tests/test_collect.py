@@ -5,11 +5,17 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from cost_aware_router.collect import collect, read_candidates, read_prompts
-from cost_aware_router.data import load_dataset, png_text_chunks
+from cost_aware_router.collect import collect, read_candidates
 from cost_aware_router.errors import RouterError
+from cost_aware_router.scored import (
+    RECORD_KEYS,
+    GenerationStore,
+    load_dataset,
+    png_bytes,
+    png_text_chunks,
+    record_text_chunk,
+)
 from cost_aware_router.scoring import ClipScorer
-from cost_aware_router.store import RECORD_KEYS, GenerationStore, png_bytes, record_text_chunk
 
 PROMPTS = ["a red apple", "a blue car", "a green tree", "a yellow sun"]
 
@@ -111,8 +117,10 @@ def test_bad_candidates_files(tmp_path, text, message):
 
 def test_collect_cli_errors(tmp_path, tiny_pipelines):
     (tmp_path / "p.txt").write_text("\n\n")
-    with pytest.raises(RouterError, match="has no prompts"):
-        read_prompts(tmp_path / "p.txt")
+    cands = _candidates_file(tmp_path, tiny_pipelines)
+    proc = run_cli("collect", "--prompts", tmp_path / "p.txt", "--candidates", cands, "--out", tmp_path / "o",
+                   "--scorer", tmp_path)
+    assert proc.returncode == 2 and "has no prompts" in proc.stderr and not (tmp_path / "o").exists()
     proc = run_cli("collect", "--prompts", tmp_path / "p.txt", "--candidates",
                    _candidates_file(tmp_path, tiny_pipelines), "--out", tmp_path / "o")
     assert proc.returncode == 2 and "no scorer" in proc.stderr and "Traceback" not in proc.stderr

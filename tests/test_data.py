@@ -9,8 +9,8 @@ from conftest import DATA, write_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cost_aware_router.data import PNG_KEY, load_dataset, png_text_chunks, read_records
 from cost_aware_router.errors import DataError
+from cost_aware_router.scored import PNG_KEY, load_dataset, png_text_chunks, read_records
 
 ROW = {"prompt": "a cat", "candidate": "fast", "score": 3.0, "cost": 0.5}
 
@@ -47,10 +47,10 @@ def test_scores_dict_and_metric_choice(tmp_path):
     ('{"prompt": "a", "candidate": "x", "score": 1', "malformed JSON"),
     ('{"candidate": "x", "score": 1, "cost": 1}', "missing field 'prompt'"),
     ('{"prompt": "a", "candidate": "x", "cost": 1}', "missing field 'score'"),
-    ('{"prompt": "a", "candidate": "x", "score": NaN, "cost": 1}', "not finite"),
-    ('{"prompt": "a", "candidate": "x", "score": Infinity, "cost": 1}', "not finite"),
-    ('{"prompt": "a", "candidate": "x", "score": "high", "cost": 1}', "must be a number"),
-    ('{"prompt": "a", "candidate": "x", "score": 1, "cost": -0.5}', "must be >= 0"),
+    ('{"prompt": "a", "candidate": "x", "score": NaN, "cost": 1}', "'score' must be a finite number, got nan"),
+    ('{"prompt": "a", "candidate": "x", "score": Infinity, "cost": 1}', "'score' must be a finite number, got inf"),
+    ('{"prompt": "a", "candidate": "x", "score": "high", "cost": 1}', "'score' must be a finite number, got \"high\""),
+    ('{"prompt": "a", "candidate": "x", "score": 1, "cost": -0.5}', "'cost' must be a finite number >= 0, got -0.5"),
     ('{"prompt": "a", "candidate": "", "score": 1, "cost": 1}', "non-empty string"),
     ('{"prompt": 5, "candidate": "x", "score": 1, "cost": 1}', "'prompt' must be a string"),
     ('[1, 2, 3]', "expected a JSON object"),

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from conftest import DATA, rewrite_router, run_cli, write_rows
 
+from cost_aware_router.budget import Budget
 from cost_aware_router.errors import DataError, RouterError, RouterFileError
 from cost_aware_router.evaluate import evaluate_router
 from cost_aware_router.extend import add_candidate, add_candidate_from_dataset, anchor_prompts
 from cost_aware_router.predictors import choose
-from cost_aware_router.router import Budget, load_router
+from cost_aware_router.router_file import load_router, save_router
 from cost_aware_router.train import train_router
 
 NEW = "sd15-10"  # the cheapest AGIQA configuration: without it the router cannot go below 1.59 s/image
@@ -59,7 +60,7 @@ def test_added_candidate_routes_like_a_retrained_router(added, without_new, agiq
 
 def test_added_candidate_round_trips_and_fails_loudly_when_broken(added, tmp_path):
     new, _ = added
-    path = new.save(tmp_path / "r.safetensors")
+    path = save_router(new, tmp_path / "r.safetensors")
     loaded = load_router(path)
     prompts = ["a lighthouse in a storm", "portrait of an old sailor, oil painting"]
     assert [d.to_json() for d in loaded.route(prompts)] == [d.to_json() for d in new.route(prompts)]
@@ -131,7 +132,7 @@ def test_far_prompts_fall_back_to_the_best_fixed_candidate(agiqa_router, agiqa_s
 
 
 def test_cli_anchors_then_add_candidate(without_new, agiqa_split, tmp_path):
-    router = without_new.save(tmp_path / "four.safetensors")
+    router = save_router(without_new, tmp_path / "four.safetensors")
     res = run_cli("anchors", "--router", router)
     assert res.returncode == 0, res.stderr
     anchors = res.stdout.splitlines()

@@ -7,7 +7,7 @@ from conftest import rewrite_router
 
 from cost_aware_router.errors import RouterError, RouterFileError
 from cost_aware_router.fileutil import atomic_write, safe_child
-from cost_aware_router.router import load_router
+from cost_aware_router.router_file import load_router, save_router
 
 
 def test_round_trip_gives_identical_decisions(agiqa_router, agiqa_router_file):
@@ -25,7 +25,7 @@ def test_other_predictors_round_trip(agiqa_split, embedder, tmp_path, kind):
     from cost_aware_router.train import train_router
 
     r = train_router(agiqa_split[0].subset(np.arange(80)), embedder, kind)
-    r.save(tmp_path / "r.safetensors")
+    save_router(r, tmp_path / "r.safetensors")
     z1 = r.predict_normalised(["a red barn"])
     z2 = load_router(tmp_path / "r.safetensors").predict_normalised(["a red barn"])
     assert np.allclose(z1, z2, atol=1e-5)
@@ -33,12 +33,12 @@ def test_other_predictors_round_trip(agiqa_split, embedder, tmp_path, kind):
 
 def test_refuses_to_overwrite_unless_asked(agiqa_router, tmp_path):
     path = tmp_path / "r.safetensors"
-    agiqa_router.save(path)
+    save_router(agiqa_router, path)
     before = path.read_bytes()
     with pytest.raises(RouterError, match="already exists"):
-        agiqa_router.save(path)
+        save_router(agiqa_router, path)
     assert path.read_bytes() == before
-    agiqa_router.save(path, overwrite=True)
+    save_router(agiqa_router, path, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["r.safetensors"]
 
 
@@ -60,12 +60,12 @@ def test_failed_or_interrupted_write_leaves_nothing(tmp_path):
 
 def test_unwritable_output_folder(agiqa_router, tmp_path):
     with pytest.raises(RouterError, match="does not exist"):
-        agiqa_router.save(tmp_path / "missing" / "r.safetensors")
+        save_router(agiqa_router, tmp_path / "missing" / "r.safetensors")
     if os.geteuid() != 0:  # root ignores permission bits
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
         with pytest.raises(RouterError, match="not writable"):
-            agiqa_router.save(ro / "r.safetensors")
+            save_router(agiqa_router, ro / "r.safetensors")
 
 
 def test_pickled_truncated_and_corrupt_files_are_refused(agiqa_router_file, tmp_path):
@@ -148,7 +148,7 @@ def test_saved_router_gets_the_usual_file_mode(agiqa_router, tmp_path):
     """Not mkstemp's 0600: another user of a shared ComfyUI install can read a saved router."""
     old = os.umask(0o022)
     try:
-        path = agiqa_router.save(tmp_path / "r.safetensors")
+        path = save_router(agiqa_router, tmp_path / "r.safetensors")
     finally:
         os.umask(old)
     assert os.stat(path).st_mode & 0o777 == 0o644

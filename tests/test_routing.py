@@ -4,12 +4,12 @@ from conftest import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cost_aware_router.data import load_dataset
+from cost_aware_router.budget import Budget, calibrate
 from cost_aware_router.errors import DataError, RouterError
 from cost_aware_router.evaluate import cross_validate, envelope, evaluate_router
 from cost_aware_router.predictors import PREDICTORS, choose, get_predictor_class
-from cost_aware_router.router import Budget
-from cost_aware_router.train import calibrate, check_trainable, train_router
+from cost_aware_router.scored import load_dataset
+from cost_aware_router.train import check_trainable, train_router
 
 
 def _z(ds):
@@ -45,7 +45,7 @@ def test_mlp_trains_and_predicts_per_candidate(agiqa_split, embedder):
 
 
 def test_shrinkage_falls_back_to_best_fixed_candidate_on_noise(embedder):
-    from cost_aware_router.data import Dataset
+    from cost_aware_router.scored import Dataset
 
     rng = np.random.default_rng(1)
     prompts = [f"prompt number {i} about {w}" for i, w in enumerate(rng.choice(["cats", "cars", "sea"], 120))]
@@ -84,9 +84,9 @@ def test_modes_cap_force_best(agiqa_router):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(budget=-1.0), "must be >= 0"), (dict(budget=float("nan")), "finite"),
+    (dict(budget=-1.0), "budget must be a finite number >= 0, got -1"), (dict(budget=float("nan")), "got nan"),
     (dict(cost_weight=float("inf")), "finite"), (dict(budget=1.0, cost_weight=0.1), "only one"),
-    (dict(max_cost=-2.0), "must be >= 0"),
+    (dict(max_cost=-2.0), "max cost must be a finite number >= 0, got -2"),
 ])
 def test_bad_budgets(kwargs, message):
     with pytest.raises(RouterError, match=message):
@@ -106,7 +106,7 @@ def test_empty_and_huge_prompts_route(agiqa_router):
 
 
 def test_untrainable_data(embedder):
-    from cost_aware_router.data import Dataset
+    from cost_aware_router.scored import Dataset
 
     one = Dataset(["a", "b", "c", "d"], ["x"], np.ones((4, 1)), np.ones((4, 1)), np.ones(1), {})
     with pytest.raises(DataError, match="at least 2 candidates"):

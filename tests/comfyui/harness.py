@@ -220,8 +220,9 @@ def train_alternating_router(folder: Path, name: str = "alternating.safetensors"
     and car prompts candidate 'cars', at equal cost: it sends alternating_prompt(i) alternately."""
     import numpy as np
 
-    from cost_aware_router.data import Dataset
     from cost_aware_router.embed import get_embedder
+    from cost_aware_router.router_file import save_router
+    from cost_aware_router.scored import Dataset
     from cost_aware_router.train import train_router
 
     rng = np.random.default_rng(0)
@@ -232,5 +233,5 @@ def train_alternating_router(folder: Path, name: str = "alternating.safetensors"
     prompts = cats + cars
     q = np.array([[1.0, 0.0]] * len(cats) + [[0.0, 1.0]] * len(cars)) + rng.normal(scale=0.1, size=(len(prompts), 2))
     ds = Dataset(prompts, ["cats", "cars"], q, np.ones_like(q), np.array([1.0, 1.0]), {})
-    train_router(ds, get_embedder(), "knn").save(folder / name, overwrite=True)
+    save_router(train_router(ds, get_embedder(), "knn"), folder / name, overwrite=True)
     return name

@@ -45,7 +45,7 @@ def _score_new_candidate_on_anchors(folder, label: str) -> None:
     """Stand-in ratings for a new candidate on the default router's anchors: AGIQA-3K's sd15-50 MOS
     (tests/data), on the router's own scale, at 0.8 s per image."""
     from cost_aware_router.extend import anchor_prompts
-    from cost_aware_router.router import load_router
+    from cost_aware_router.router_file import load_router
 
     anchors = set(anchor_prompts(load_router(REPO / "router_weights" / "default.safetensors")))
     rows = [json.loads(line) for line in (REPO / "tests" / "data" / "agiqa_3k" / "generations.jsonl").read_text(
@@ -86,13 +86,13 @@ def test_example_workflow_runs(comfy, path):
         why = [t for out in outputs.values() for t in out.get("text", []) if t.startswith("chose '")]
         assert why and re.search(r"chose '(sd15-50|sd15-10|sd15-50-lowcfg|sd15-50-highcfg|sdxl-50)'", why[0])
     elif path.stem == "collect_scored_generations":
-        from cost_aware_router.data import load_dataset
+        from cost_aware_router.scored import load_dataset
 
         ds = load_dataset(comfy.root / "output" / "example_collection")
         assert ds.quality.shape == (4, 3) and not np.isnan(ds.quality).any()
         assert (ds.cost > 0).all()  # measured on this machine
     elif path.stem == "add_candidate":
-        from cost_aware_router.router import load_router
+        from cost_aware_router.router_file import load_router
 
         added = load_router(comfy.root / "models" / "router_weights" / "default_plus_sd15_25.safetensors")
         assert added.names[-1] == "sd15-25" and added.cost[-1] == 0.8
@@ -226,12 +226,12 @@ def test_collected_folder_resumes_and_trains_a_router(comfy):
     folder = comfy.root / "output" / "resume_collection"
     rows = (folder / "generations.jsonl").read_text().splitlines()
     assert len(rows) == 4 * 1 * 3  # prompts x seeds x candidates
-    from cost_aware_router.store import RECORD_KEYS
+    from cost_aware_router.scored import RECORD_KEYS
 
     for row in map(json.loads, rows):  # the same record layout as the headless collector's
         assert set(row) == RECORD_KEYS and row["measured_seconds"] == row["cost"] > 0
     png = json.loads(rows[0])["image"]
-    from cost_aware_router.data import png_text_chunks
+    from cost_aware_router.scored import png_text_chunks
 
     chunks = png_text_chunks(folder / png)
     assert {"prompt", "workflow", "cost_aware_router"} <= set(chunks)  # ComfyUI's metadata and our record

@@ -10,16 +10,16 @@ is already there is skipped, so a rerun of a sweep resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .data import JSONL_NAME, PNG_KEY, parse_record, read_records
-from .errors import DataError
-from .fileutil import atomic_write
+from ..errors import DataError
+from ..fileutil import atomic_write
+from .dataset import read_records
+from .record import JSONL_NAME, parse_record
 
 _LOCK = threading.Lock()
 
@@ -39,28 +39,6 @@ def _folder_lock(folder: Path):
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def png_bytes(image, text: dict[str, str]) -> bytes:
-    """Encode a PIL image (or HxWx3 array in 0..1 or 0..255) as PNG with text chunks."""
-    import numpy as np
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
-    if not isinstance(image, Image.Image):
-        arr = np.asarray(image, dtype=np.float32)
-        if arr.max() <= 1.0 + 1e-6:
-            arr = arr * 255.0
-        image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    info = PngInfo()
-    for k, v in text.items():
-        if v.isascii():
-            info.add_text(k, v)
-        else:
-            info.add_itxt(k, v)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info, compress_level=4)
-    return buf.getvalue()
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -116,18 +94,8 @@ class GenerationStore:
         return record
 
 
-def generation_record(prompt: str, candidate: str, score: float, cost: float, metric: str, seed, checkpoint: str,
-                      steps: int, cfg: float, sampler: str | None = None, scheduler: str | None = None,
-                      **extra) -> dict:
-    """The one record layout both writers use (the ComfyUI save node and the headless collector)."""
-    return {"prompt": prompt, "candidate": candidate, "score": float(score), "cost": float(cost),
-            "scores": {metric or "score": float(score)}, "seed": seed, "checkpoint": checkpoint, "steps": int(steps),
-            "cfg": float(cfg), "sampler": sampler, "scheduler": scheduler, **extra}
-
-
-RECORD_KEYS = frozenset(generation_record("p", "c", 0.0, 0.0, "m", 0, "ckpt", 1, 1.0, "s", "s", measured_seconds=0.0,
-                                          size="0x0")) | {"image"}
-
-
-def record_text_chunk(record: dict) -> dict[str, str]:
-    return {PNG_KEY: json.dumps(record, ensure_ascii=False)}
+def write_jsonl_rows(path: Path, rows: list[dict]) -> None:
+    """Write rows as JSON Lines (used by the table converters and tests)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")

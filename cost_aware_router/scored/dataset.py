@@ -1,44 +1,17 @@
-"""The scored-generations folder: reading, validation and aggregation.
-
-A folder holds ``generations.jsonl`` (one JSON object per line) and/or PNG images whose
-``cost_aware_router`` text chunk carries the same record. Required fields: ``prompt`` (str),
-``candidate`` (str), ``score`` (float) and ``cost`` (float, seconds per image, >= 0).
-Optional: ``scores`` ({metric: float}), ``image``, ``seed``, ``checkpoint``, ``steps``,
-``cfg``, ``sampler``, ``scheduler``. Rows for the same (prompt, candidate) are averaged.
-"""
+"""Reading a scored-generations folder: rows of ``generations.jsonl`` and self-describing PNGs,
+validated and averaged per (prompt, candidate) into a prompts x candidates table."""
 
 from __future__ import annotations
 
 import json
-import math
-import struct
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-
-JSONL_NAME = "generations.jsonl"
-PNG_KEY = "cost_aware_router"
-CONFIG_FIELDS = ("checkpoint", "steps", "cfg", "sampler", "scheduler")
-DEFAULT_METRIC = "score"
-
-
-@dataclass
-class Record:
-    prompt: str
-    candidate: str
-    score: float
-    cost: float
-    scores: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-    def metric(self, name: str) -> float | None:
-        if name == DEFAULT_METRIC:
-            return self.score
-        return self.scores.get(name)
+from ..errors import DataError
+from .png import png_text_chunks
+from .record import CONFIG_FIELDS, DEFAULT_METRIC, JSONL_NAME, PNG_KEY, Record, parse_record
 
 
 @dataclass
@@ -92,53 +65,6 @@ class Dataset:
         }
 
 
-def _finite(value, name: str, where: str, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f"{where}: '{name}' must be a number, got {json.dumps(value)[:40]}")
-    try:
-        value = float(value)
-    except OverflowError:
-        raise DataError(f"{where}: '{name}' is too large for a float") from None
-    if not math.isfinite(value):
-        raise DataError(f"{where}: '{name}' is not finite ({value})")
-    if minimum is not None and value < minimum:
-        raise DataError(f"{where}: '{name}' must be >= {minimum:g}, got {value:g}")
-    return value
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def parse_record(obj, where: str) -> Record:
-    """Validate one decoded JSON object; ``where`` (file:line) prefixes every error."""
-    if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    for key in ("prompt", "candidate", "score", "cost"):
-        if key not in obj:
-            raise DataError(f"{where}: missing field '{key}'")
-    prompt, candidate = obj["prompt"], obj["candidate"]
-    if not isinstance(prompt, str):
-        raise DataError(f"{where}: 'prompt' must be a string")
-    for key, text in (("prompt", prompt), ("candidate", candidate)):
-        if isinstance(text, str) and not _is_unicode(text):
-            raise DataError(f"{where}: '{key}' is not valid Unicode (it holds a lone surrogate)")
-    if not isinstance(candidate, str) or not candidate.strip():
-        raise DataError(f"{where}: 'candidate' must be a non-empty string")
-    score = _finite(obj["score"], "score", where)
-    cost = _finite(obj["cost"], "cost", where, minimum=0.0)
-    scores = obj.get("scores") or {}
-    if not isinstance(scores, dict):
-        raise DataError(f"{where}: 'scores' must be an object of metric: number")
-    scores = {str(k): _finite(v, f"scores.{k}", where) for k, v in scores.items()}
-    extra = {k: obj[k] for k in ("image", "seed", *CONFIG_FIELDS) if obj.get(k) is not None}
-    return Record(prompt, candidate.strip(), score, cost, scores, extra)
-
-
 def read_jsonl(path: Path, skip_bad: bool = False) -> tuple[list[Record], int]:
     records, bad = [], 0
     with open(path, "rb") as fh:
@@ -163,44 +89,6 @@ def read_jsonl(path: Path, skip_bad: bool = False) -> tuple[list[Record], int]:
                     raise
                 bad += 1
     return records, bad
-
-
-def png_text_chunks(path: Path) -> dict[str, str]:
-    """Text chunks (tEXt, zTXt, iTXt) of a PNG file, without decoding the image."""
-    out: dict[str, str] = {}
-    with open(path, "rb") as fh:
-        if fh.read(8) != b"\x89PNG\r\n\x1a\n":
-            raise DataError(f"{path}: not a PNG file")
-        while True:
-            head = fh.read(8)
-            if len(head) < 8:
-                break
-            length, ctype = struct.unpack(">I4s", head)
-            if ctype == b"IDAT" or ctype == b"IEND":
-                if ctype == b"IEND":
-                    break
-                fh.seek(length + 4, 1)
-                continue
-            data = fh.read(length)
-            fh.read(4)
-            if len(data) < length:
-                raise DataError(f"{path}: truncated PNG chunk")
-            try:
-                if ctype == b"tEXt":
-                    k, _, v = data.partition(b"\x00")
-                    out[k.decode("latin-1")] = v.decode("latin-1")
-                elif ctype == b"zTXt":
-                    k, _, v = data.partition(b"\x00")
-                    out[k.decode("latin-1")] = zlib.decompress(v[1:]).decode("latin-1")
-                elif ctype == b"iTXt":
-                    k, _, rest = data.partition(b"\x00")
-                    compressed, rest = rest[0], rest[2:]
-                    _lang, _, rest = rest.partition(b"\x00")
-                    _tr, _, text = rest.partition(b"\x00")
-                    out[k.decode("latin-1")] = (zlib.decompress(text) if compressed else text).decode("utf-8")
-            except (zlib.error, UnicodeDecodeError, IndexError) as exc:
-                raise DataError(f"{path}: unreadable {ctype.decode()} chunk ({exc})") from None
-    return out
 
 
 def read_png_records(folder: Path, seen_images: set[str], skip_bad: bool = False) -> tuple[list[Record], int]:
@@ -292,10 +180,3 @@ def load_dataset(folder: str | Path, metric: str = DEFAULT_METRIC, skip_bad: boo
     ds = aggregate(records, metric, str(folder))
     ds.skipped = bad
     return ds
-
-
-def write_jsonl_rows(path: Path, rows: list[dict]) -> None:
-    """Write rows as JSON Lines (used by the table converters and tests)."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")

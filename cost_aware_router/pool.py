@@ -1,0 +1,139 @@
+"""Candidate pools, ComfyUI-free: the candidates a workflow declares, the checkpoints kept loaded for
+them, and the generations a collection sweep still has to run.
+
+The ComfyUI nodes supply only the loading and unloading of a checkpoint (``nodes/shared.py``); the
+bookkeeping here is tested without ComfyUI.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+
+from .errors import RouterError
+from .validate import finite
+
+
+def candidate_entry(label: str, checkpoint: str, steps: int, cfg: float, sampler: str, scheduler: str,
+                    cost: float = 0.0) -> dict:
+    """One candidate as the nodes pass it on; a cost of 0 means "the router file's cost"."""
+    label = str(label).strip()
+    if not label:
+        raise RouterError("Router Candidate: label is empty")
+    if not checkpoint:
+        raise RouterError(f"Router Candidate '{label}': no checkpoint chosen")
+    cost = finite(cost, f"cost of '{label}'", minimum=0.0)
+    return {"label": label, "checkpoint": checkpoint, "steps": int(steps), "cfg": finite(cfg, "cfg", minimum=0.0),
+            "sampler": sampler, "scheduler": scheduler, "cost": cost or None}
+
+
+def chain_candidates(chain: list[dict] | None, entry: dict) -> list[dict]:
+    """The chain of candidates so far with ``entry`` appended; a label may appear once."""
+    chain = list(chain or [])
+    if any(c["label"] == entry["label"] for c in chain):
+        raise RouterError(f"Router Candidate: label '{entry['label']}' is used twice in the chain")
+    return chain + [entry]
+
+
+def describe(c: dict) -> str:
+    cost = f", {c['cost']:g} s/image" if c.get("cost") else ""
+    return (f"{c['label']}: {c['checkpoint']}, {c['steps']} steps, cfg {c['cfg']:g}, "
+            f"{c['sampler']}/{c['scheduler']}{cost}")
+
+
+class ResidentCache:
+    """Process-wide LRU of loaded checkpoints: key -> whatever ``load(key)`` returned.
+
+    ``load`` and ``unload`` do the real work (ComfyUI's loader and model management); ``capacity``
+    (per call, 0 = no limit) bounds how many stay loaded, evicting the least recently used."""
+
+    def __init__(self, load: Callable[[str], tuple], unload: Callable[[str, tuple], None]):
+        self._load, self._unload = load, unload
+        self.lock = threading.RLock()
+        self.models: OrderedDict[str, tuple] = OrderedDict()
+        self.loads: Counter = Counter()
+
+    def get(self, key: str, capacity: int = 0) -> tuple:
+        with self.lock:
+            if key in self.models:
+                self.models.move_to_end(key)
+                return self.models[key]
+            if capacity > 0:
+                while len(self.models) >= capacity:
+                    self.evict_oldest()
+            out = self._load(key)
+            self.models[key] = out
+            self.loads[key] += 1
+            return out
+
+    def evict_oldest(self) -> None:
+        with self.lock:
+            key, models = self.models.popitem(last=False)
+            self._unload(key, models)
+
+    def resident(self) -> list[str]:
+        return list(self.models)
+
+
+class CandidatePool:
+    """What flows from the pool node to the router node: the candidates by label and the cache
+    that loads their checkpoints."""
+
+    def __init__(self, candidates: list[dict], max_resident: int, cache: ResidentCache):
+        if not candidates:
+            raise RouterError("Candidate Pool: no candidates connected")
+        self.candidates = {c["label"]: c for c in candidates}
+        self.max_resident = int(max_resident)
+        self.cache = cache
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.candidates)
+
+    @property
+    def checkpoints(self) -> list[str]:
+        return list(dict.fromkeys(c["checkpoint"] for c in self.candidates.values()))
+
+    def costs(self) -> dict[str, float]:
+        return {k: c["cost"] for k, c in self.candidates.items() if c.get("cost")}
+
+    def with_costs(self, measured: dict[str, float]) -> CandidatePool:
+        """The same pool with measured seconds per image for the named candidates."""
+        cands = [{**c, "cost": measured[k], "measured_seconds": measured[k]} if k in measured else dict(c)
+                 for k, c in self.candidates.items()]
+        return CandidatePool(cands, self.max_resident, self.cache)
+
+    def load(self, label: str) -> tuple:
+        return self.cache.get(self.candidates[label]["checkpoint"], self.max_resident)
+
+    def preload(self, progress: Callable[[int, int], None] | None = None) -> list[str]:
+        """Load every checkpoint of the pool (at most ``max_resident`` of them); returns their names."""
+        names = self.checkpoints[:self.max_resident] if self.max_resident else self.checkpoints
+        for i, name in enumerate(names):
+            self.cache.get(name, self.max_resident)
+            if progress:
+                progress(i + 1, len(names))
+        return names
+
+    def report(self) -> str:
+        mine = set(self.checkpoints)
+        resident = self.cache.resident()
+        here = [k for k in resident if k in mine]
+        other = [k for k in resident if k not in mine]
+        loads = ", ".join(f"{k} x{v}" for k, v in sorted(self.cache.loads.items()) if k in mine) or "none yet"
+        return (f"{len(self.candidates)} candidates, {len(mine)} distinct checkpoints; "
+                f"loaded now: {', '.join(here) or 'none'}; loads so far: {loads}"
+                + (f"; also loaded by other workflows: {', '.join(other)}" if other else ""))
+
+
+def sweep_jobs(prompts: list[str], seeds: int, seed_start: int, candidates: dict[str, dict],
+               done: set) -> list[dict]:
+    """Every (prompt, seed, candidate) not yet in ``done`` (a set of (prompt, label, seed)), in order."""
+    jobs = []
+    for prompt in prompts:
+        for seed in range(seed_start, seed_start + seeds):
+            for label, c in candidates.items():
+                if (prompt, label, seed) not in done:
+                    jobs.append({**c, "prompt": prompt, "label": label, "seed": seed})
+    return jobs
