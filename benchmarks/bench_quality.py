@@ -2,7 +2,7 @@
 
     python benchmarks/bench_quality.py [--seeds 10] [--predictors knn,ridge,mlp,knn_or_ridge]
 
-For each table and metric of ../shared/data (cost_aware_router.tables.TABLES), each predictor is
+For each table and metric shipped in data/ (cost_aware_router.tables.TABLES), each predictor is
 cross-validated (evaluate.cross_validate, 5 prompt-level folds) once per seed; the seed moves
 both the fold split and the predictor's own inner cross-validation. A no-skill reference
 ("none": every prompt predicted at the training means, through the same budget machinery)

@@ -35,7 +35,8 @@ CALIBRATION_POINTS = 200
 
 # The budget modes a node offers, in the words it shows.
 DEFAULT, TARGET, WEIGHT, BEST = "router default", "target average cost (s/image)", "cost weight", "best quality"
-BUDGET_MODES = (DEFAULT, TARGET, WEIGHT, BEST)
+HOLD = "hold target average cost (s/image)"  # TARGET, held on the stream by hold.BudgetHolder
+BUDGET_MODES = (DEFAULT, TARGET, HOLD, WEIGHT, BEST)
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Budget:
         if mode not in BUDGET_MODES:
             raise RouterError(f"unknown budget mode {mode!r}; choose one of {list(BUDGET_MODES)}")
         kw = {"max_cost": max_cost if max_cost > 0 else None, "force": (force or "").strip() or None}
-        if mode == TARGET:
+        if mode in (TARGET, HOLD):
             kw["budget"] = value
         elif mode == WEIGHT:
             kw["cost_weight"] = value

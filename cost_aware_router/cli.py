@@ -1,4 +1,4 @@
-"""Command line: ``cost-aware-router route|train|evaluate|cv|collect|anchors|add-candidate|export-table``.
+"""Command line: ``cost-aware-router route|train|evaluate|cv|collect|anchors|add-candidate|report|export-table``.
 
 Errors a user can cause exit with code 2 and one line on stderr (``--debug`` shows the
 traceback instead).
@@ -73,11 +73,38 @@ def _load(args):
     return router
 
 
+def _holder(args, router, budget):
+    """The budget holder of ``--hold-budget``: resumed from ``--state`` when that file exists."""
+    from .hold import BudgetHolder, load_state
+
+    if not args.hold_budget:
+        if args.state:
+            raise RouterError("--state keeps the state of --hold-budget; add --hold-budget")
+        return None
+    plan = router.plan(budget)
+    if plan.target is None or plan.force is not None:
+        raise RouterError("--hold-budget holds a target average cost: give --budget SECONDS (or no budget flag, for "
+                          "the router's default), not --cost-weight, --best-quality or --force")
+    if args.state:
+        return load_state(args.state, router.fingerprint, plan.target, plan.cost_weight, router.cost)
+    return BudgetHolder(plan.target, plan.cost_weight, router.cost, router.fingerprint)
+
+
 def cmd_route(args) -> int:
+    from .decision_log import append_decisions, decision_records
+
     router = _load(args)
     budget = _budget(args)
     prompts = _read_prompts(args)
-    decisions = router.route(prompts, budget)
+    holder = _holder(args, router, budget)
+    if args.state:
+        check_writable(args.state, overwrite=True)
+    decisions = router.route(prompts, budget, holder)
+    if args.log:
+        append_decisions(args.log, decision_records(decisions, Path(args.router or DEFAULT_ROUTER).name,
+                                                    router.fingerprint, router.plan(budget).target))
+    if holder is not None and args.state:
+        holder.save_state(args.state)
     for d in decisions:
         if args.json:
             print(json.dumps(d.to_json(), ensure_ascii=False))
@@ -246,6 +273,24 @@ def cmd_add_candidate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .decision_log import format_summary, read_log, summarise
+
+    _check_plot(args)
+    records, bad = read_log(args.log)
+    summary = summarise(records)
+    summary["bad_lines"] = bad
+    if args.plot:
+        from .plots import plot_log_summary, save_plot
+
+        save_plot(plot_log_summary(summary, f"decisions in {Path(args.log).name}"), args.plot, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        print(format_summary(summary) + (f"\n{bad} unreadable line(s) skipped" if bad else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .predictors import PREDICTORS
     from .scoring import SCORERS
@@ -274,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="JSON Lines output, one object per prompt")
     r.add_argument("--explain", action="store_true", help="print every candidate's predicted quality and cost")
     r.add_argument("--embedder", default=None, help="embedder folder, if not the one recorded in the router")
+    r.add_argument("--hold-budget", action="store_true",
+                   help="hold the target average cost (--budget, or the router's default) on this stream: the cost "
+                        "weight follows the realised average of the decisions (a prompt may route differently later)")
+    r.add_argument("--state", help="JSON file keeping --hold-budget's state between runs (read if present, written "
+                                   "after the run; refused if made for another router or target)")
+    r.add_argument("--log", help="append every decision as one JSON line to this file (safe with concurrent writers)")
     budget_flags(r)
     r.set_defaults(func=cmd_route)
 
@@ -336,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--overwrite", action="store_true")
     n.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
     n.set_defaults(func=cmd_add_candidate)
+
+    g = sub.add_parser("report", help="summarise a decision log (route --log): choices, cost against target, "
+                                      "out-of-distribution share, explorations")
+    g.add_argument("log", help="decision log file (JSON Lines)")
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--plot", help="write a PNG of average cost over time and choices (refused if it exists, unless "
+                                  "--overwrite)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
+    g.set_defaults(func=cmd_report)
 
     x = sub.add_parser("export-table",
                        help="write one of the shipped rating tables (data/) as a scored-generations folder")

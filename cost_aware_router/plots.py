@@ -6,6 +6,9 @@ the pack, replaces an existing file only when asked.
 
 from __future__ import annotations
 
+import math
+
+from .errors import RouterError
 from .fileutil import atomic_write
 
 MARGINS = (70, 20, 40, 50)  # left, right, top, bottom, in pixels
@@ -121,3 +124,179 @@ def plot_curves(lines, dots=(), title: str = "", xlabel: str = "mean cost per im
 def save_plot(img, path, overwrite: bool = False):
     """Write a plot as PNG, atomically; an existing file is replaced only with ``overwrite``."""
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"), overwrite=overwrite)
+
+
+# -- the decision log report (decision_log.summarise) ------------------------------------------
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [0.0, 1.0]
+    if hi <= lo:
+        hi = lo + (abs(lo) or 1.0)
+    raw = (hi - lo) / max(count - 1, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw)
+    start = math.floor(lo / step + 1e-9) * step
+    ticks = []
+    v = start
+    while v < hi + step * 0.999:
+        ticks.append(round(v, 10))
+        v += step
+    return ticks
+
+
+def _tick_label(v: float, ticks: list[float]) -> str:
+    """``v`` with as many decimals as the tick step needs (0.25 -> 2, 5 -> 0)."""
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    decimals = next((d for d in range(8) if abs(step * 10 ** d - round(step * 10 ** d)) < 1e-6), 8)
+    return f"{v:.{decimals}f}"
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, AttributeError):  # Pillow < 10.1 or no FreeType
+        return ImageFont.load_default()
+
+
+def _dashed(draw, x0, y, x1, colour, width=2, dash=8, gap=5):
+    x = x0
+    while x < x1:
+        draw.line([(x, y), (min(x + dash, x1), y)], fill=colour, width=width)
+        x += dash + gap
+
+
+_LINE = (31, 119, 180)
+_WINDOW = (170, 170, 170)
+_TARGET = (214, 39, 40)
+_TARGETS = (_TARGET, (255, 127, 14), (148, 103, 189), (140, 86, 75))
+_BAR = (44, 160, 44)
+_AXIS = (60, 60, 60)
+_GRID = (230, 230, 230)
+
+
+def plot_log_summary(summary: dict, title: str = "", width: int = 720, height: int = 480):
+    """A Pillow image of :func:`summarise`'s result: top, the cumulative mean cost per image
+    over the decisions (with the per-window mean and a dashed line per target); bottom, each
+    candidate's share of the decisions as horizontal bars. White background, legend."""
+    from PIL import Image, ImageDraw
+
+    width, height = int(width), int(height)
+    if width < 200 or height < 160:
+        raise RouterError(f"plot size {width}x{height} is too small; at least 200x160")
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    scale = min(width / 720, height / 480)
+    fs = max(10, round(13 * scale))
+    font, small, big = _font(fs), _font(max(9, fs - 2)), _font(fs + 3)
+
+    def text_w(s, f=font):
+        return draw.textlength(s, font=f)
+
+    y = 6
+    heading = title or "Routing decisions"
+    n = summary.get("total", 0)
+    draw.text((width / 2 - text_w(heading, big) / 2, y), heading, fill="black", font=big)
+    y += fs + 10
+    if not n:
+        draw.text((width / 2 - text_w("no decisions") / 2, height / 2), "no decisions", fill=_AXIS, font=font)
+        return img
+
+    # ---- top panel: cumulative mean cost ----
+    running = summary.get("running") or []
+    wins = summary.get("windows") or []
+    targets = [t["target"] for t in summary.get("targets", [])][:len(_TARGETS)]
+    yt = xt = []
+    if running:
+        xs = [p["n"] for p in running]
+        vals = [p["mean_cost"] for p in running] + [w["mean_cost"] for w in wins] + targets
+        lo, hi = min(0.0, min(vals)), max(vals)
+        yt = _nice_ticks(lo, hi * 1.05 if hi > 0 else hi + 1)
+        xmax = max(xs[-1], 1)
+        xt = [t for t in _nice_ticks(0, xmax, 6) if t <= xmax * 1.0001 and float(t).is_integer()]
+    ylabels = [_tick_label(t, yt) for t in yt]
+    left = max(round(70 * scale), 12 + max((text_w(lab, small) for lab in ylabels), default=0))
+    right = width - round(20 * scale)
+
+    # legend row, then the axis unit above the plot
+    lx = left
+    items = [("cumulative mean cost", _LINE, "line")]
+    if wins:
+        items.append(("mean per window", _WINDOW, "line"))
+    for t, colour in zip(targets, _TARGETS):
+        items.append((f"target {t:g} s", colour, "dash"))
+    for label, colour, kind in items:
+        if kind == "dash":
+            _dashed(draw, lx, y + fs / 2 + 1, lx + 22, colour, dash=6, gap=3)
+        else:
+            draw.line([(lx, y + fs / 2 + 1), (lx + 22, y + fs / 2 + 1)], fill=colour, width=3)
+        draw.text((lx + 27, y), label, fill="black", font=small)
+        lx += 27 + text_w(label, small) + 18
+    y += fs + 6
+    draw.text((max(4, left - text_w("s / image", small) / 2), y), "s / image", fill="black", font=small)
+    top = y + fs + 6
+    split = top + round((height - top) * 0.55)
+    bottom = split - 2 * fs - 10
+
+    if running:
+        ylo, yhi = yt[0], yt[-1]
+
+        def px(v):
+            return left + (right - left) * v / xmax
+
+        def py(v):
+            return bottom - (bottom - top) * (v - ylo) / (yhi - ylo)
+
+        for t, lab in zip(yt, ylabels):
+            draw.line([(left, py(t)), (right, py(t))], fill=_GRID)
+            draw.text((left - 6 - text_w(lab, small), py(t) - fs / 2), lab, fill=_AXIS, font=small)
+        for t in xt:
+            draw.line([(px(t), bottom), (px(t), bottom + 4)], fill=_AXIS)
+            lab = f"{t:.0f}"
+            draw.text((px(t) - text_w(lab, small) / 2, bottom + 6), lab, fill=_AXIS, font=small)
+        draw.line([(left, top), (left, bottom), (right, bottom)], fill=_AXIS, width=1)
+        xlab = "decisions"
+        draw.text(((left + right) / 2 - text_w(xlab) / 2, bottom + fs + 8), xlab, fill="black", font=font)
+
+        for w in wins:  # per-window mean as a step line
+            a, b = w["start"], w["end"]
+            draw.line([(px(a), py(w["mean_cost"])), (px(b), py(w["mean_cost"]))], fill=_WINDOW, width=2)
+        for t, colour in zip(targets, _TARGETS):
+            _dashed(draw, left, py(t), right, colour)
+        pts = [(px(x), py(v)) for x, v in zip(xs, (p["mean_cost"] for p in running))]
+        if len(pts) == 1:
+            draw.ellipse([pts[0][0] - 3, pts[0][1] - 3, pts[0][0] + 3, pts[0][1] + 3], fill=_LINE)
+        else:
+            draw.line(pts, fill=_LINE, width=3, joint="curve")
+    else:
+        draw.text((left, (top + bottom) / 2), "no costs recorded", fill=_AXIS, font=font)
+
+    # ---- bottom panel: share per candidate ----
+    cands = list(summary.get("candidates") or [])
+    y0 = split + 6
+    draw.text((left, y0), "share of decisions per candidate", fill="black", font=font)
+    y0 += fs + 8
+    avail = height - y0 - 8
+    row = max(fs + 4, 1)
+    max_rows = max(1, int(avail // row))
+    if len(cands) > max_rows:
+        rest = cands[max_rows - 1:]
+        cands = cands[:max_rows - 1] + [{"candidate": f"{len(rest)} others",
+                                         "share": sum(c["share"] for c in rest)}]
+    row = min(avail / max(len(cands), 1), fs * 2.2)
+    label_w = min(max(text_w(c["candidate"], small) for c in cands), width * 0.35)
+    bx0 = max(left, 8 + label_w + 8)
+    bx1 = right - text_w("100.0%", small) - 8
+    for i, c in enumerate(cands):
+        yc = y0 + i * row
+        name = c["candidate"]
+        while text_w(name, small) > label_w and len(name) > 2:
+            name = name[:-2] + "…"
+        draw.text((bx0 - 8 - text_w(name, small), yc + row / 2 - fs / 2), name, fill="black", font=small)
+        bar_h = max(3, row * 0.7)
+        x_end = bx0 + (bx1 - bx0) * float(c["share"])
+        draw.rectangle([bx0, yc + (row - bar_h) / 2, max(bx0 + 1, x_end), yc + (row + bar_h) / 2], fill=_BAR)
+        draw.text((x_end + 5, yc + row / 2 - fs / 2), f"{100 * c['share']:.1f}%", fill=_AXIS, font=small)
+    return img

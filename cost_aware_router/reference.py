@@ -115,11 +115,13 @@ class Reference:
         return np.clip((np.asarray(distance) - self.start) / max(self.full - self.start, 1e-9), 0.0, 1.0)
 
     def describe(self, distance: float, weight: float) -> str:
-        head = (f"prompt distance to training prompts {distance:.3f} (their own median {self.median:.3f}; "
-                f"fallback starts at {self.start:.3f}, full at {self.full:.3f})")
         if weight <= 0:
-            return head + ": in distribution"
-        return head + f": out of distribution, predictions moved {weight:.0%} toward each candidate's average"
+            head = "this prompt is like the router's training prompts (in distribution)"
+        else:
+            head = (f"this prompt is unlike the router's training prompts (out of distribution): its predictions "
+                    f"were moved {weight:.0%} toward each candidate's average")
+        return (f"{head}; prompt distance to training prompts {distance:.3f} (theirs: median {self.median:.3f}; "
+                f"fallback from {self.start:.3f}, full at {self.full:.3f})")
 
     # -- file ----------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict]:

@@ -15,6 +15,7 @@ import numpy as np
 from .added import AddedCandidate, with_added
 from .budget import Budget, Plan, resolve
 from .errors import RouterError
+from .hold import BudgetHolder
 from .predictors import Predictor
 from .reference import Reference
 from .validate import finite
@@ -60,6 +61,8 @@ class Router:
         self.default_budget = default_budget
         self.reference = reference
         self.added = list(added or [])
+        self.fingerprint: str | None = None  # of the router file this came from (router_file.load_router)
+        self.measured: list[str] = []  # candidates whose cost was measured on this machine (with_costs)
         self._embedder = None
 
     def copy(self, **changes) -> Router:
@@ -68,6 +71,7 @@ class Router:
                       default_budget=self.default_budget, reference=self.reference, added=self.added)
         new = Router(**{**fields, **changes})
         new._embedder = self._embedder
+        new.fingerprint, new.measured = self.fingerprint, list(self.measured)
         return new
 
     # -- matching a pool of candidates ------------------------------------------------
@@ -88,7 +92,9 @@ class Router:
         for c in self.candidates:
             cost = costs.get(c["name"])
             cands.append(dict(c) if cost is None else {**c, "cost": finite(cost, f"cost of '{c['name']}'", 0.0)})
-        return self.copy(candidates=cands)
+        new = self.copy(candidates=cands)
+        new.measured = [n for n in self.names if costs.get(n) is not None]
+        return new
 
     # -- budgets ---------------------------------------------------------------------
     def plan(self, budget: Budget | None = None) -> Plan:
@@ -155,11 +161,20 @@ class Router:
         return z * self.norm["std"] + self.norm["mean"]
 
     # -- routing ---------------------------------------------------------------------
-    def route(self, prompts: list[str], budget: Budget | None = None) -> list[Decision]:
+    def route(self, prompts: list[str], budget: Budget | None = None, holder: BudgetHolder | None = None
+              ) -> list[Decision]:
+        """A decision per prompt. With a ``holder`` (``hold.BudgetHolder``) the prompts are decided in
+        order and the holder sets each prompt's cost weight from the realised average cost so far,
+        so a target average cost holds on any stream (the same prompt may route differently later)."""
         prompts = list(prompts)
         plan = self.plan(budget)
         z, dist, fallback = self.predict_embedded(self.embedder.embed(prompts))
-        picks, lams = plan.choose(z, self.cost, prompts)
+        if holder is None or plan.force is not None:
+            holder = None
+            picks, lams = plan.choose(z, self.cost, prompts)
+        else:  # in order: each choice moves the cost weight of the next
+            held = [(holder.lam(), holder.decide(row, plan.allowed), holder.mean_cost, holder.count) for row in z]
+            lams, picks = [h[0] for h in held], [h[1] for h in held]
         raw = self.to_raw(z)
         costs = {n: float(self.cost[j]) for j, n in enumerate(self.names)}
         out = []
@@ -170,17 +185,70 @@ class Router:
                          float(lams[i]), plan.budget.describe())
             if self.reference is not None:
                 d.extra = {"ood_distance": round(float(dist[i]), 4), "ood_fallback": round(float(fallback[i]), 3)}
+            if holder is not None:
+                d.budget = f"holding {d.budget}"
+                d.extra["held"] = {"target": holder.target, "realised_mean_cost": round(held[i][2], 6),
+                                   "count": held[i][3]}
             d.explanation = self.explain(d, z[i], plan.allowed, float(lams[i]))
             out.append(d)
         return out
 
     def explain(self, d: Decision, z: np.ndarray, allowed, lam: float) -> str:
-        lines = [f"chose '{d.candidate}' ({d.budget}; cost weight {lam:.4g} per s)",
-                 f"{'candidate':<24}{'pred ' + self.metric:>16}{'cost s':>10}{'utility':>10}"]
+        """The decision in plain words, a table of every candidate, the budget and what a step along the
+        calibration curve would buy or lose, and how familiar the prompt is."""
+        metric = self.metric
+        c = self.names.index(d.candidate)
+        ok = np.ones(len(self.names), bool) if allowed is None else np.asarray(allowed, bool)
+        best = int(np.argmax(np.where(ok, z, -np.inf)))
+        q, cost = d.predicted_quality, self.cost
+        if c == best:
+            why = f"the best predicted {metric} for this prompt ({q[d.candidate]:.3g}) at {cost[c]:.3g} s/image"
+        else:
+            share = cost[c] / cost[best] if cost[best] > 0 else float("inf")
+            how = (f"{share:.0%} of its cost" if share < 1 else f"{cost[c]:.3g} vs {cost[best]:.3g} s/image")
+            why = (f"predicted {metric} {q[d.candidate]:.3g} against {q[self.names[best]]:.3g} for the best, "
+                   f"'{self.names[best]}', at {how}")
+        lines = [f"chose '{d.candidate}': {why}", f"budget: {d.budget}; {self._budget_words(lam)}"]
+        width = max(9, *(len(n) for n in self.names)) + 2
+        col = f"predicted {metric}"
+        lines.append(f"{'candidate':<{width}}{col:>{len(col) + 2}}{'s/image':>10}{'score':>9}")
         for j, n in enumerate(self.names):
-            util = z[j] - lam * self.cost[j]
-            flag = " <" if n == d.candidate else ("  (over cap)" if allowed is not None and not allowed[j] else "")
-            lines.append(f"{n:<24}{d.predicted_quality[n]:>16.3f}{self.cost[j]:>10.3g}{util:>10.3f}{flag}")
+            util = z[j] - lam * cost[j]
+            flag = "  <- chosen" if j == c else ("  (over the cap)" if not ok[j] else "")
+            lines.append(f"{n:<{width}}{q[n]:>{len(col) + 2}.3f}{cost[j]:>10.3g}{util:>9.2f}{flag}")
+        lines.append(f"score = predicted quality (in standard deviations of {metric}) - cost weight {lam:.3g} x "
+                     f"seconds; {self._cost_source()}")
         if "ood_distance" in d.extra:
             lines.append(self.reference.describe(d.extra["ood_distance"], d.extra["ood_fallback"]))
+        if "held" in d.extra:
+            h = d.extra["held"]
+            lines.append(f"holding a target of {h['target']:g} s/image: realised average "
+                         f"{h['realised_mean_cost']:.3g} s over {h['count']} prompt(s) so far")
         return "\n".join(lines)
+
+    def _cost_source(self) -> str:
+        if self.measured:
+            return f"costs measured on this machine for {', '.join(self.measured)}, the router file's for the rest"
+        return "costs are the router file's (seconds per image on the hardware it was built for, not this machine)"
+
+    def _budget_words(self, lam: float) -> str:
+        """Where this cost weight sits on the calibration curve (average cost and quality over the
+        router's training prompts) and what the neighbouring operating points would change."""
+        cal = self.calibration
+        pts = sorted({(round(c, 6), q) for c, q in zip(cal["mean_cost"], cal.get("mean_quality", []))
+                      if q is not None})
+        if not pts:
+            return "no calibration curve in this router file"
+        i = int(np.argmin(np.abs(np.log1p(np.asarray(cal["cost_weight"])) - np.log1p(lam))))
+        here_c = round(cal["mean_cost"][i], 6)
+        here = next((p for p in pts if p[0] == here_c), pts[0])
+        text = (f"on the router's training prompts this averages {here[0]:.3g} s/image for {self.metric} "
+                f"{here[1]:.3g}")
+        k = pts.index(here)
+        dearer = next((p for p in pts[k + 1:] if p[0] > here[0] * 1.1 and p[1] > here[1]), None)
+        cheaper = next((p for p in reversed(pts[:k]) if p[0] < here[0] / 1.1), None)
+        if dearer:
+            text += f"; {dearer[0]:.3g} s/image would buy {dearer[1] - here[1]:+.3g}"
+        if cheaper:
+            text += f"; {cheaper[0]:.3g} s/image would give {cheaper[1] - here[1]:+.3g}"
+        return text

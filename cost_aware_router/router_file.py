@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -235,5 +236,16 @@ def load_router(path: str | os.PathLike) -> Router:
         values = t[~np.isnan(t)] if name in ("knn_y", "ref_y", "added_scores") else t
         _need(np.isfinite(values).all(), path, f"tensor '{name}' has non-finite values")
     reference, added = _extras(path, meta, tensors, C, added_meta)
-    return Router(cands, predictor, meta["embedder"], str(meta["metric"]), meta["norm"], meta["calibration"],
-                  meta.get("training"), meta.get("default_budget"), reference, added)
+    router = Router(cands, predictor, meta["embedder"], str(meta["metric"]), meta["norm"], meta["calibration"],
+                    meta.get("training"), meta.get("default_budget"), reference, added)
+    router.fingerprint = file_fingerprint(path)
+    return router
+
+
+def file_fingerprint(path: Path) -> str:
+    """A short content hash of a router file: which router a decision log line or a held budget belongs to."""
+    digest = hashlib.blake2b(digest_size=12)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

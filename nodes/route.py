@@ -6,9 +6,9 @@ import logging
 
 from comfy_api.latest import io, ui
 
-from ..cost_aware_router.budget import BUDGET_MODES, DEFAULT, Budget
+from ..cost_aware_router.budget import BUDGET_MODES, DEFAULT, HOLD, Budget
 from .common import CATEGORY, NODE_PREFIX, Pool, SamplerName, SchedulerName, router_input
-from .shared import get_router
+from .shared import get_router, log_decision, route_held
 
 log = logging.getLogger("cost_aware_router")
 
@@ -41,15 +41,25 @@ class CostAwareRouterNode(io.ComfyNode):
                                 tooltip="The text prompt to route (type it or link a STRING)."),
                 router_input(),
                 io.Combo.Input("budget_mode", options=list(BUDGET_MODES), default=DEFAULT,
-                               tooltip="How to trade quality for cost: the router's default budget, a target "
-                                       "average seconds per image, a cost weight (lambda), or best quality."),
+                               tooltip="How to trade quality for cost: the router's default budget; a target "
+                                       "average seconds per image (calibrated on the router's training prompts); "
+                                       "the same target held on your own prompts (the router follows the realised "
+                                       "average of its decisions, kept across restarts, so a prompt may route "
+                                       "differently later); a cost weight (lambda); or best quality."),
                 io.Float.Input("budget_value", default=1.0, min=0.0, max=100000.0, step=0.01,
-                               tooltip="Seconds per image (target average cost) or lambda (cost weight); "
+                               tooltip="Seconds per image (the target modes) or lambda (cost weight); "
                                        "unused by the other modes."),
                 io.Float.Input("max_cost", default=0.0, min=0.0, max=100000.0, step=0.01, advanced=True,
                                tooltip="Never choose a candidate costing more seconds per image. 0 = no cap."),
                 io.String.Input("force_candidate", default="", optional=True, advanced=True,
                                 tooltip="Always choose this candidate label (empty = let the router decide)."),
+                io.Boolean.Input("log_decisions", default=True, optional=True,
+                                 tooltip="Append each decision as one JSON line to "
+                                         "output/cost_aware_router/decisions.jsonl (read it with "
+                                         "'cost-aware-router report')."),
+                io.Boolean.Input("reset_budget_state", default=False, optional=True, advanced=True,
+                                 tooltip="'hold target average cost' mode: forget the realised average kept for "
+                                         "this router and target (in ComfyUI's user folder) and start afresh."),
             ],
             outputs=[
                 io.Model.Output("model", display_name="MODEL", tooltip="The chosen candidate's model."),
@@ -66,12 +76,19 @@ class CostAwareRouterNode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, pool, prompt, router, budget_mode, budget_value, max_cost, force_candidate="") -> io.NodeOutput:
+    def execute(cls, pool, prompt, router, budget_mode, budget_value, max_cost, force_candidate="",
+                log_decisions=True, reset_budget_state=False) -> io.NodeOutput:
         r = get_router(router)
         r.check_candidates(pool.labels)
         if pool.costs():
             r = r.with_costs(pool.costs())
-        decision = r.route([prompt], Budget.from_mode(budget_mode, budget_value, max_cost, force_candidate or ""))[0]
+        budget = Budget.from_mode(budget_mode, budget_value, max_cost, force_candidate or "")
+        if budget_mode == HOLD:
+            decision = route_held(r, router, prompt, budget, reset_budget_state)
+        else:
+            decision = r.route([prompt], budget)[0]
+        if log_decisions:
+            log_decision(decision, router, r, budget)
         cand = pool.candidates[decision.candidate]
         model, clip, vae = pool.load(decision.candidate)
         text = decision.explanation + "\n" + pool.report()

@@ -1,7 +1,9 @@
-"""Process-wide state the nodes share: loaded router files and resident checkpoints.
+"""State the nodes share: loaded router files, resident checkpoints, held budgets, the decision log.
 
-Both live for the life of the ComfyUI process, so queue runs reuse them. The bookkeeping is the
-core's (``cost_aware_router.pool``); this module supplies ComfyUI's loader and model management.
+Routers and checkpoints live for the life of the ComfyUI process, so queue runs reuse them (the
+bookkeeping is the core's ``cost_aware_router.pool``; this module supplies ComfyUI's loader and model
+management). A held budget's state is a small JSON file per (router, target) in ComfyUI's user
+folder, so it survives restarts; decisions are appended to output/cost_aware_router/decisions.jsonl.
 """
 
 from __future__ import annotations
@@ -9,15 +11,21 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import threading
+from pathlib import Path
 
 import comfy.model_management
 import comfy.sd
 import folder_paths
 
+from ..cost_aware_router.budget import Budget
+from ..cost_aware_router.decision_log import append_decisions, decision_records
 from ..cost_aware_router.errors import RouterError
+from ..cost_aware_router.fileutil import child_dir
+from ..cost_aware_router.hold import load_state
 from ..cost_aware_router.pool import ResidentCache
-from ..cost_aware_router.router import Router
+from ..cost_aware_router.router import Decision, Router
 from ..cost_aware_router.router_file import load_router
 from .common import FOLDER
 
@@ -65,3 +73,46 @@ def _unload_checkpoint(ckpt_name: str, models: tuple) -> None:
 
 
 RESIDENT = ResidentCache(_load_checkpoint, _unload_checkpoint)
+
+
+_HOLD_LOCK = threading.Lock()
+LOG_FOLDER = "cost_aware_router"
+LOG_NAME = "decisions.jsonl"
+
+
+def hold_state_path(router_name: str, target: float) -> Path:
+    """user/cost_aware_router/budget_state/<router>@<target>s.json (one file per router and target)."""
+    folder = child_dir(folder_paths.get_user_directory(), os.path.join(LOG_FOLDER, "budget_state"))
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", router_name.removesuffix(".safetensors"))[:80]
+    return folder / f"{stem}@{target:g}s.json"
+
+
+def route_held(router: Router, router_name: str, prompt: str, budget: Budget, reset: bool) -> Decision:
+    """Route one prompt holding the budget's target average cost with the state kept for this router
+    and target; ``reset`` starts it afresh."""
+    plan = router.plan(budget)
+    if plan.target is None or plan.force is not None:
+        raise RouterError("'hold target average cost' needs a target (budget_value, seconds per image) and no "
+                          "forced candidate")
+    path = hold_state_path(router_name, plan.target)
+    with _HOLD_LOCK:
+        if reset and path.exists():
+            path.unlink()
+        holder = load_state(path, router.fingerprint, plan.target, plan.cost_weight, router.cost)
+        decision = router.route([prompt], budget, holder)[0]
+        holder.save_state(path)
+    return decision
+
+
+def log_decision(decision: Decision, router_name: str, router: Router, budget: Budget) -> None:
+    """Append the decision to output/cost_aware_router/decisions.jsonl, with ComfyUI's prompt id."""
+    prompt_id = None
+    try:
+        from server import PromptServer
+
+        prompt_id = getattr(PromptServer.instance, "last_prompt_id", None)
+    except (ImportError, AttributeError):  # headless: no server, no prompt id
+        pass
+    path = child_dir(folder_paths.get_output_directory(), LOG_FOLDER) / LOG_NAME
+    append_decisions(path, decision_records([decision], router_name, router.fingerprint,
+                                            router.plan(budget).target, prompt_id))

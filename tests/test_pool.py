@@ -3,7 +3,7 @@ checkpoint cache, pool reports and the sweep's job list."""
 
 import pytest
 
-from cost_aware_router.budget import BEST, BUDGET_MODES, DEFAULT, TARGET, WEIGHT, Budget
+from cost_aware_router.budget import BEST, BUDGET_MODES, DEFAULT, HOLD, TARGET, WEIGHT, Budget
 from cost_aware_router.errors import RouterError
 from cost_aware_router.pool import CandidatePool, ResidentCache, candidate_entry, chain_candidates, describe, sweep_jobs
 
@@ -11,6 +11,7 @@ from cost_aware_router.pool import CandidatePool, ResidentCache, candidate_entry
 @pytest.mark.parametrize("mode, value, cap, force, expected", [
     (DEFAULT, 3.0, 0.0, "", Budget()),
     (TARGET, 2.5, 0.0, "", Budget(budget=2.5)),
+    (HOLD, 2.5, 0.0, "", Budget(budget=2.5)),
     (WEIGHT, 0.1, 0.0, "", Budget(cost_weight=0.1)),
     (BEST, 9.0, 0.0, "", Budget(best_quality=True)),
     (TARGET, 2.5, 4.0, "  ", Budget(budget=2.5, max_cost=4.0)),
@@ -21,7 +22,7 @@ def test_budget_from_node_inputs(mode, value, cap, force, expected):
 
 
 def test_budget_modes_are_the_nodes_options():
-    assert BUDGET_MODES == (DEFAULT, TARGET, WEIGHT, BEST) and len(set(BUDGET_MODES)) == 4
+    assert BUDGET_MODES == (DEFAULT, TARGET, HOLD, WEIGHT, BEST) and len(set(BUDGET_MODES)) == 5
     with pytest.raises(RouterError, match="unknown budget mode 'cheap'"):
         Budget.from_mode("cheap", 1.0)
 

@@ -166,13 +166,14 @@ def texts(entry: dict, node_id: str) -> list[str]:
 
 
 def api_route_graph(candidates, router: str, prompt: str, size: int = 64, budget_mode: str = "best quality",
-                    save_prefix: str = "e2e") -> dict:
-    """An API-format route-and-generate graph: candidates -> pool -> router -> KSampler -> save."""
+                    save_prefix: str = "e2e", budget_value: float = 1.0, **route_inputs) -> dict:
+    """An API-format route-and-generate graph: candidates -> pool -> router -> KSampler -> save.
+    A candidate is (label, checkpoint, steps, cfg[, cost in s/image])."""
     g: dict = {}
     prev = None
-    for i, (label, ckpt, steps, cfg) in enumerate(candidates, start=1):
+    for i, (label, ckpt, steps, cfg, *cost) in enumerate(candidates, start=1):
         inputs = {"label": label, "ckpt_name": ckpt, "steps": steps, "cfg": cfg, "sampler_name": "euler",
-                  "scheduler": "normal", "cost": 0.0}
+                  "scheduler": "normal", "cost": cost[0] if cost else 0.0}
         if prev:
             inputs["candidates"] = [prev, 0]
         g[f"c{i}"] = {"class_type": "CostAwareRouter.Candidate", "inputs": inputs}
@@ -181,7 +182,7 @@ def api_route_graph(candidates, router: str, prompt: str, size: int = 64, budget
                  "inputs": {"candidates": [prev, 0], "load_policy": "load on first use", "max_resident": 0}}
     g["route"] = {"class_type": "CostAwareRouter.Route",
                   "inputs": {"pool": ["pool", 0], "prompt": prompt, "router": router, "budget_mode": budget_mode,
-                             "budget_value": 1.0, "max_cost": 0.0, "force_candidate": ""}}
+                             "budget_value": budget_value, "max_cost": 0.0, "force_candidate": "", **route_inputs}}
     g.update(sampling_tail(["route", 0], ["route", 1], ["route", 2], prompt, ["route", 3], ["route", 4],
                            ["route", 5], ["route", 6], size, save_prefix))
     return g

@@ -6,6 +6,8 @@ import re
 import numpy as np
 import pytest
 
+from cost_aware_router.budget import HOLD
+
 from .harness import (
     REPO,
     alternating_prompt,
@@ -120,6 +122,35 @@ def test_twenty_alternating_prompts_load_each_checkpoint_once(comfy):
     log = comfy.server_log()
     assert log.count("loaded checkpoint 'alt_a.safetensors'") == 1
     assert log.count("loaded checkpoint 'alt_b.safetensors'") == 1
+
+
+def test_held_budget_keeps_its_state_and_every_decision_is_logged(comfy):
+    router = train_alternating_router(comfy.root / "models" / "router_weights", "held.safetensors")
+    cands = [("cats", "alt_a.safetensors", 2, 7.0, 0.5), ("cars", "alt_b.safetensors", 3, 7.0, 2.0)]
+    log = comfy.root / "output" / "cost_aware_router" / "decisions.jsonl"
+    state = comfy.root / "user" / "cost_aware_router" / "budget_state" / "held@1s.json"
+    before = log.read_text().count("\n") if log.exists() else 0
+    ids, costs = [], []
+    for i in range(6):
+        graph = api_route_graph(cands, router, alternating_prompt(100 + i), budget_mode=HOLD, budget_value=1.0,
+                                save_prefix="held", reset_budget_state=i == 0)
+        ids.append(comfy.queue(graph))
+        entry = comfy.wait(ids[-1])
+        assert entry["status"]["status_str"] == "success", error_message(entry)
+        text = texts(entry, "route")[0]
+        costs.append({"cats": 0.5, "cars": 2.0}[re.match(r"chose '(\w+)'", text).group(1)])
+        assert f"holding a target of 1 s/image: realised average {np.mean(costs):.3g} s over {i + 1} prompt(s)" in text
+    saved = json.loads(state.read_text())
+    assert saved["count"] == 6 and saved["target"] == 1.0 and saved["total_cost"] == pytest.approx(sum(costs))
+    lines = [json.loads(x) for x in log.read_text().splitlines()[before:]]
+    assert [x["prompt_id"] for x in lines] == ids
+    assert [x["chosen_cost"] for x in lines] == costs and all(x["router"] == router for x in lines)
+    assert lines[-1]["count"] == 6 and lines[-1]["target"] == 1.0
+    # reset starts the tally afresh; logging can be switched off
+    entry = comfy.run(api_route_graph(cands, router, alternating_prompt(200), budget_mode=HOLD, budget_value=1.0,
+                                      save_prefix="held", reset_budget_state=True, log_decisions=False))
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    assert json.loads(state.read_text())["count"] == 1 and len(log.read_text().splitlines()) == before + 6
 
 
 def test_mismatched_router_and_pool_fail_with_both_sides(comfy):

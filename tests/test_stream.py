@@ -1,0 +1,121 @@
+"""Routing a user's own stream: a held target average cost, its state file, the decision log and
+its report, through the CLI contract (in-process, so the embedder loads once)."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import DATA
+
+from cost_aware_router import cli
+from cost_aware_router.decision_log import read_log
+
+TARGETS = (1.0, 2.0, 4.0)
+
+
+@pytest.fixture(scope="module")
+def far_stream(tmp_path_factory):
+    """280 real prompts (GenAI-Bench then TIFA) routed by the default router, trained on AGIQA-3K:
+    another distribution, in file order, on which the calibrated budgets miss by 25-50%."""
+    prompts = []
+    for table in ("genai_bench_120", "tifa_160"):
+        for line in (DATA / table / "generations.jsonl").read_text(encoding="utf-8").splitlines():
+            p = json.loads(line)["prompt"].strip()  # one TIFA caption ends in a line break
+            if p not in prompts:
+                prompts.append(p)
+    path = tmp_path_factory.mktemp("stream") / "prompts.txt"
+    path.write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    return path, prompts
+
+
+def _route(capsys, *args):
+    rc = cli.main(["route", *map(str, args), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def _costs(rows):
+    return np.array([r["cost"][r["candidate"]] for r in rows])
+
+
+def _error(capsys, *args):
+    rc = cli.main([*map(str, args)])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_held_budget_meets_the_target_on_a_foreign_stream(capsys, far_stream, target):
+    path, prompts = far_stream
+    stateless = _costs(_route(capsys, "--prompts-file", path, "--budget", target)).mean()
+    held = _route(capsys, "--prompts-file", path, "--budget", target, "--hold-budget")
+    assert [r["prompt"] for r in held] == prompts
+    assert abs(stateless / target - 1) > 0.2  # the stream really is off the calibration
+    assert _costs(held).mean() == pytest.approx(target, rel=0.05)
+    last = held[-1]["held"]
+    assert last["count"] == len(prompts) and last["target"] == target
+    assert last["realised_mean_cost"] == pytest.approx(_costs(held).mean(), rel=1e-6)
+
+
+def test_state_file_carries_the_stream_across_runs(capsys, far_stream, tmp_path, agiqa_router_file):
+    path, prompts = far_stream
+    state = tmp_path / "state.json"
+    halves = [prompts[:140], prompts[140:]]
+    rows = []
+    for i, half in enumerate(halves):
+        part = tmp_path / f"part{i}.txt"
+        part.write_text("\n".join(half) + "\n", encoding="utf-8")
+        rows += _route(capsys, "--prompts-file", part, "--budget", 2, "--hold-budget", "--state", state)
+        saved = json.loads(state.read_text())
+        assert saved["count"] == len(rows) and saved["target"] == 2
+    assert rows[-1]["held"]["count"] == len(prompts)
+    assert _costs(rows).mean() == pytest.approx(2.0, rel=0.05)
+    before = state.read_bytes()
+    assert "holds a target of 2 s/image, not 3" in _error(capsys, "route", "x", "--budget", 3, "--hold-budget",
+                                                          "--state", state)
+    assert "was made for router" in _error(capsys, "route", "x", "--budget", 2, "--hold-budget", "--state", state,
+                                      "--router", agiqa_router_file)
+    assert state.read_bytes() == before  # a refused run leaves the state alone
+    state.write_text("{not json")
+    assert str(state) in _error(capsys, "route", "x", "--budget", 2, "--hold-budget", "--state", state)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cost-weight", "0.1", "--hold-budget"], "--hold-budget holds a target average cost"),
+    (["--best-quality", "--hold-budget"], "--hold-budget holds a target average cost"),
+    (["--force", "sd15-10", "--hold-budget"], "--hold-budget holds a target average cost"),
+    (["--budget", "2", "--state", "s.json"], "--state keeps the state of --hold-budget; add --hold-budget"),
+])
+def test_hold_budget_flag_errors(capsys, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert message in _error(capsys, "route", "a fox", *args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decision_log_and_report(capsys, far_stream, tmp_path):
+    path, prompts = far_stream
+    log = tmp_path / "decisions.jsonl"
+    rows = _route(capsys, "--prompts-file", path, "--budget", 2, "--hold-budget", "--log", log)
+    rows += _route(capsys, "a red fox", "--best-quality", "--log", log)
+    records, bad = read_log(log)
+    assert bad == 0 and len(records) == len(prompts) + 1
+    for rec, row in zip(records, rows):
+        assert rec["prompt"] == row["prompt"] and rec["candidate"] == row["candidate"]
+        assert rec["router"] == "default.safetensors" and len(rec["router_fingerprint"]) == 24
+        assert rec["chosen_cost"] == row["cost"][row["candidate"]] and rec["explored"] is False
+        assert rec["time"].endswith("Z") and rec["cost_weight"] == pytest.approx(row["cost_weight"])
+    assert records[0]["target"] == 2 and records[-2]["count"] == len(prompts) and records[-1]["target"] is None
+
+    assert cli.main(["report", str(log), "--json", "--plot", str(tmp_path / "report.png")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["total"] == len(prompts) + 1
+    counts = {c: sum(r["candidate"] == c for r in rows) for c in {r["candidate"] for r in rows}}
+    assert {v["candidate"]: v["count"] for v in summary["candidates"]} == counts
+    assert summary["mean_cost"] == pytest.approx(_costs(rows).mean())
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "already exists" in _error(capsys, "report", log, "--plot", tmp_path / "report.png")
+    assert cli.main(["report", str(log)]) == 0
+    assert f"{len(prompts) + 1} decisions" in capsys.readouterr().out
