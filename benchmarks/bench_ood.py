@@ -16,7 +16,6 @@ how often the fallback engages, and what it does to quality.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -26,6 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from prompt_corpora import SHARED_DATA, read_corpora  # noqa: E402
 
 from cost_aware_router.budget import Budget  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
@@ -42,20 +43,11 @@ CLUSTERS = 6
 
 
 def corpora(data: Path) -> dict[str, list[str]]:
-    p = data / "prompts"
-    with open(p / "PartiPrompts.tsv", newline="", encoding="utf-8") as fh:
-        parti = [r["Prompt"] for r in csv.DictReader(fh, delimiter="\t")]
-    with open(p / "DrawBench_Prompts.csv", newline="", encoding="utf-8") as fh:
-        drawbench = [r["Prompts"] for r in csv.DictReader(fh)]
-    with open(p / "COCO_Captions_1000.csv", newline="", encoding="utf-8") as fh:
-        coco = [r[0] for r in csv.reader(fh)]
-    diffusiondb = [ln.strip() for ln in (p / "diffusiondb_2m_first_5k.txt").read_text(encoding="utf-8").splitlines()]
-    geneval = [json.loads(ln)["prompt"] for ln in (p / "geneval_evaluation_metadata.jsonl").read_text().splitlines()
-               if ln.strip()]
-    tifa = [x["caption"] for x in json.loads((p / "tifa_v1.0_text_inputs.json").read_text())]
-    out = {"DiffusionDB (first 5k)": diffusiondb, "COCO captions": coco, "PartiPrompts": parti,
-           "DrawBench": drawbench, "GenEval": geneval, "TIFA v1.0 text inputs": tifa}
-    return {k: [s for s in dict.fromkeys(v) if s.strip()][:2000] for k, v in out.items()}
+    """The first 2,000 distinct prompts of each corpus (DiffusionDB: of its first 5k)."""
+    named = read_corpora(data)
+    named["DiffusionDB (first 5k)"] = named.pop("DiffusionDB")
+    return {k: named[k][:2000] for k in ("DiffusionDB (first 5k)", "COCO captions", "PartiPrompts", "DrawBench",
+                                          "GenEval", "TIFA v1.0 text inputs")}
 
 
 def routed_areas(ds, X, emb, parts, seed) -> dict:
@@ -108,7 +100,7 @@ def plot_distances(table: str, curves: dict, ref, path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+    ap.add_argument("--data", default=str(SHARED_DATA),
                     help="folder with the rating tables and prompts/ (the development checkout's ../shared/data)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "ood.json"))

@@ -128,6 +128,14 @@ class Plan:
     def cost_weight(self) -> float:
         return self.cheap
 
+    @property
+    def blended_cost_weight(self) -> float:
+        """One cost weight between the two operating points, in log space by the share on the dearer
+        one: where a held budget (hold.BudgetHolder) starts."""
+        if self.share <= 0 or self.cheap <= 0 or self.dear <= 0:
+            return self.cheap
+        return float(np.exp(np.log(self.cheap) + self.share * (np.log(self.dear) - np.log(self.cheap))))
+
     def cost_weights(self, prompts: list[str]) -> np.ndarray:
         lams = np.full(len(prompts), self.cheap)
         if self.share > 0:

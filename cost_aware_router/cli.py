@@ -86,8 +86,8 @@ def _holder(args, router, budget):
         raise RouterError("--hold-budget holds a target average cost: give --budget SECONDS (or no budget flag, for "
                           "the router's default), not --cost-weight, --best-quality or --force")
     if args.state:
-        return load_state(args.state, router.fingerprint, plan.target, plan.cost_weight, router.cost)
-    return BudgetHolder(plan.target, plan.cost_weight, router.cost, router.fingerprint)
+        return load_state(args.state, router.fingerprint, plan.target, plan.blended_cost_weight, router.cost)
+    return BudgetHolder(plan.target, plan.blended_cost_weight, router.cost, router.fingerprint)
 
 
 def cmd_route(args) -> int:

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RouterError
+from .validate import finite
 
 STATE_FORMAT = "cost_aware_router.budget_hold"
 STATE_VERSION = 1
@@ -82,20 +83,6 @@ DEV_WEIGHT = 0.05  # weight of the newest squared error in its running mean
 DEV_FLOOR = 0.1  # the running rms is kept above this share of the largest rms of costs averaging the target
 ZERO_START = 3.0  # a zero start lam begins this many e-folds below the reference
 LOG_LAM_SPAN = 14.0  # log lam stays within this many e-folds of the start and the reference
-
-
-def _real(value, what: str, minimum: float | None = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise RouterError(f"{what} must be a finite number, got {value!r}")
-    try:
-        v = float(value)
-    except (OverflowError, ValueError):
-        raise RouterError(f"{what} must be a finite number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise RouterError(f"{what} must be a finite number, got {value!r}")
-    if minimum is not None and v < minimum:
-        raise RouterError(f"{what} must be >= {minimum:g}, got {v:g}")
-    return v
 
 
 def _costs(cost) -> np.ndarray:
@@ -150,8 +137,8 @@ class BudgetHolder:
 
     def __init__(self, target: float, start_lam: float, cost, router_fingerprint: str, state: dict | None = None,
                  *, window: int = WINDOW):
-        self._target = _real(target, "target average cost")
-        self._start = _real(start_lam, "start cost weight")
+        self._target = finite(target, "target average cost", minimum=0.0)
+        self._start = finite(start_lam, "start cost weight", minimum=0.0)
         self._cost = _costs(cost)
         if not isinstance(router_fingerprint, str) or not router_fingerprint.strip():
             raise RouterError("router fingerprint must be a non-empty string")
@@ -211,7 +198,7 @@ class BudgetHolder:
         """Record the cost of the candidate chosen for a prompt; give its predicted qualities
         ``z_row`` (and the ``allowed`` mask used, if any) so the holder learns the stream's
         trade-offs, not just its spending."""
-        c = _real(cost_of_choice, "cost of the choice")
+        c = finite(cost_of_choice, "cost of the choice", minimum=0.0)
         row = self._check_row(z_row, allowed) if z_row is not None else None
         aim, used = self._aim(), self.lam()
         self._count += 1
@@ -424,20 +411,20 @@ class BudgetHolder:
             raise RouterError(f"{where} was made for router {state.get('router_fingerprint')!r}, "
                               f"not {self._fingerprint!r}; delete it or use another state file")
         try:
-            target = _real(state.get("target"), "target")
+            target = finite(state.get("target"), "target", minimum=0.0)
             if abs(target - self._target) > 1e-9 * max(1.0, abs(self._target)):
                 raise RouterError(f"{where} holds a target of {target:g} s/image, not {self._target:g}; "
                                   "delete it or use another state file")
             count = state.get("count")
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise RouterError(f"count must be a whole number >= 0, got {count!r}")
-            total = _real(state.get("total_cost"), "total cost")
-            debt = _real(state.get("debt"), "debt", minimum=None)
-            log_lam = _real(state.get("log_lam"), "log lam", minimum=None)
-            boost = _real(state.get("boost"), "boost")
-            run = _real(state.get("run"), "run", minimum=None)
-            trim = _real(state.get("trim"), "trim", minimum=None)
-            dev2 = _real(state.get("dev2"), "dev2")
+            total = finite(state.get("total_cost"), "total cost", minimum=0.0)
+            debt = finite(state.get("debt"), "debt")
+            log_lam = finite(state.get("log_lam"), "log lam")
+            boost = finite(state.get("boost"), "boost", minimum=0.0)
+            run = finite(state.get("run"), "run")
+            trim = finite(state.get("trim"), "trim")
+            dev2 = finite(state.get("dev2"), "dev2", minimum=0.0)
             rows = state.get("rows")
             if not isinstance(rows, list):
                 raise RouterError("rows must be a list")

@@ -98,7 +98,7 @@ def route_held(router: Router, router_name: str, prompt: str, budget: Budget, re
     with _HOLD_LOCK:
         if reset and path.exists():
             path.unlink()
-        holder = load_state(path, router.fingerprint, plan.target, plan.cost_weight, router.cost)
+        holder = load_state(path, router.fingerprint, plan.target, plan.blended_cost_weight, router.cost)
         decision = router.route([prompt], budget, holder)[0]
         holder.save_state(path)
     return decision
