@@ -35,6 +35,16 @@ def _folds(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid share: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one readable line, exit 2
         sys.stderr.write(f"{self.prog}: error: {message}\n")
@@ -99,7 +109,7 @@ def cmd_route(args) -> int:
     holder = _holder(args, router, budget)
     if args.state:
         check_writable(args.state, overwrite=True)
-    decisions = router.route(prompts, budget, holder)
+    decisions = router.route(prompts, budget, holder, explore=args.explore)
     if args.log:
         append_decisions(args.log, decision_records(decisions, Path(args.router or DEFAULT_ROUTER).name,
                                                     router.fingerprint, router.plan(budget).target))
@@ -325,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--state", help="JSON file keeping --hold-budget's state between runs (read if present, written "
                                    "after the run; refused if made for another router or target)")
     r.add_argument("--log", help="append every decision as one JSON line to this file (safe with concurrent writers)")
+    r.add_argument("--explore", type=_share, default=0.0, metavar="P",
+                   help="send a stable share P of prompts to the candidate with the fewest scored examples nearby "
+                        "(so feedback can correct it); counted in a held budget and marked in the log")
     budget_flags(r)
     r.set_defaults(func=cmd_route)
 

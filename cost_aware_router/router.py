@@ -15,8 +15,9 @@ import numpy as np
 from .added import AddedCandidate, with_added
 from .budget import Budget, Plan, resolve
 from .errors import RouterError
+from .explore import explore_mask, least_supported, weighted_count
 from .hold import BudgetHolder
-from .predictors import Predictor
+from .predictors import Predictor, choose
 from .reference import Reference
 from .validate import finite
 
@@ -161,19 +162,56 @@ class Router:
         return z * self.norm["std"] + self.norm["mean"]
 
     # -- routing ---------------------------------------------------------------------
-    def route(self, prompts: list[str], budget: Budget | None = None, holder: BudgetHolder | None = None
-              ) -> list[Decision]:
+    def support(self, E: np.ndarray) -> np.ndarray:
+        """[N, C] how well each candidate's prediction for each prompt (rows of ``E``) is backed by
+        nearby scored observations (``explore.weighted_count``): over the kNN memory where the
+        predictor keeps one, else over the reference set; added candidates count their scored anchors."""
+        E = np.asarray(E, dtype=np.float32)
+        p, ref = self.predictor, self.reference
+        if p.kind == "knn" or (p.kind == "knn_or_ridge" and p.params.get("family") == "knn"):
+            base = weighted_count(E @ p.X.T, (~np.isnan(p.Y)).astype(np.float64))
+        elif ref is not None:
+            base = weighted_count(E @ ref.x.T, (~np.isnan(ref.y)).astype(np.float64))
+        else:
+            base = np.zeros((len(E), len(p.mu)))
+        if self.added:
+            obs = np.stack([~np.isnan(a.scores) for a in self.added], axis=1).astype(np.float64)
+            base = np.concatenate([base, weighted_count(E @ ref.x[ref.anchors].T, obs)], axis=1)
+        return base
+
+    def route(self, prompts: list[str], budget: Budget | None = None, holder: BudgetHolder | None = None,
+              explore: float = 0.0, seed: int = 0) -> list[Decision]:
         """A decision per prompt. With a ``holder`` (``hold.BudgetHolder``) the prompts are decided in
         order and the holder sets each prompt's cost weight from the realised average cost so far,
-        so a target average cost holds on any stream (the same prompt may route differently later)."""
+        so a target average cost holds on any stream (the same prompt may route differently later).
+        ``explore``: a stable, hash-chosen share of prompts (salted by ``seed``) goes to the least
+        supported non-greedy candidate (``explore.py``); a held budget counts what that spends."""
         prompts = list(prompts)
         plan = self.plan(budget)
-        z, dist, fallback = self.predict_embedded(self.embedder.embed(prompts))
-        if holder is None or plan.force is not None:
+        E = self.embedder.embed(prompts)
+        z, dist, fallback = self.predict_embedded(E)
+        explored, sup = np.zeros(len(prompts), dtype=bool), None
+        if plan.force is not None:
             holder = None
+        if explore > 0 and plan.force is None:
+            explored = explore_mask(prompts, explore, seed)
+            sup = self.support(E) if explored.any() else None
+        if holder is None:
             picks, lams = plan.choose(z, self.cost, prompts)
+            for i in np.nonzero(explored)[0]:
+                alt = least_supported(z[i], self.cost, float(lams[i]), sup[i], int(picks[i]), plan.allowed)
+                picks[i] = picks[i] if alt is None else alt
+                explored[i] = alt is not None
         else:  # in order: each choice moves the cost weight of the next
-            held = [(holder.lam(), holder.decide(row, plan.allowed), holder.mean_cost, holder.count) for row in z]
+            held = []
+            for i, row in enumerate(z):
+                lam = holder.lam()
+                c = int(choose(row[None, :], self.cost, lam, plan.allowed)[0])
+                alt = least_supported(row, self.cost, lam, sup[i], c, plan.allowed) if explored[i] else None
+                explored[i] = alt is not None
+                c = c if alt is None else alt
+                holder.observe(float(self.cost[c]), row, plan.allowed)
+                held.append((lam, c, holder.mean_cost, holder.count))
             lams, picks = [h[0] for h in held], [h[1] for h in held]
         raw = self.to_raw(z)
         costs = {n: float(self.cost[j]) for j, n in enumerate(self.names)}
@@ -185,6 +223,8 @@ class Router:
                          float(lams[i]), plan.budget.describe())
             if self.reference is not None:
                 d.extra = {"ood_distance": round(float(dist[i]), 4), "ood_fallback": round(float(fallback[i]), 3)}
+            if explore > 0:
+                d.extra["explored"] = bool(explored[i])
             if holder is not None:
                 d.budget = f"holding {d.budget}"
                 d.extra["held"] = {"target": holder.target, "realised_mean_cost": round(held[i][2], 6),
@@ -208,6 +248,9 @@ class Router:
             how = (f"{share:.0%} of its cost" if share < 1 else f"{cost[c]:.3g} vs {cost[best]:.3g} s/image")
             why = (f"predicted {metric} {q[d.candidate]:.3g} against {q[self.names[best]]:.3g} for the best, "
                    f"'{self.names[best]}', at {how}")
+        if d.extra.get("explored"):
+            why = (f"explored: {why} (a share of prompts goes to the candidate with the fewest scored examples "
+                   "nearby, so the router can learn from its own generations)")
         lines = [f"chose '{d.candidate}': {why}", f"budget: {d.budget}; {self._budget_words(lam)}"]
         width = max(9, *(len(n) for n in self.names)) + 2
         col = f"predicted {metric}"

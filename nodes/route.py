@@ -57,6 +57,10 @@ class CostAwareRouterNode(io.ComfyNode):
                                  tooltip="Append each decision as one JSON line to "
                                          "output/cost_aware_router/decisions.jsonl (read it with "
                                          "'cost-aware-router report')."),
+                io.Float.Input("explore", default=0.0, min=0.0, max=1.0, step=0.01, optional=True, advanced=True,
+                               tooltip="Share of prompts (chosen by a stable hash) sent to the candidate with the "
+                                       "fewest scored examples nearby, so Router Feedback can correct it. 0 = never; "
+                                       "counted in a held budget and marked in the decision log."),
                 io.Boolean.Input("reset_budget_state", default=False, optional=True, advanced=True,
                                  tooltip="'hold target average cost' mode: forget the realised average kept for "
                                          "this router and target (in ComfyUI's user folder) and start afresh."),
@@ -77,16 +81,16 @@ class CostAwareRouterNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, pool, prompt, router, budget_mode, budget_value, max_cost, force_candidate="",
-                log_decisions=True, reset_budget_state=False) -> io.NodeOutput:
+                log_decisions=True, explore=0.0, reset_budget_state=False) -> io.NodeOutput:
         r = get_router(router)
         r.check_candidates(pool.labels)
         if pool.costs():
             r = r.with_costs(pool.costs())
         budget = Budget.from_mode(budget_mode, budget_value, max_cost, force_candidate or "")
         if budget_mode == HOLD:
-            decision = route_held(r, router, prompt, budget, reset_budget_state)
+            decision = route_held(r, router, prompt, budget, reset_budget_state, explore)
         else:
-            decision = r.route([prompt], budget)[0]
+            decision = r.route([prompt], budget, explore=explore)[0]
         if log_decisions:
             log_decision(decision, router, r, budget)
         cand = pool.candidates[decision.candidate]

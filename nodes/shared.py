@@ -87,7 +87,8 @@ def hold_state_path(router_name: str, target: float) -> Path:
     return folder / f"{stem}@{target:g}s.json"
 
 
-def route_held(router: Router, router_name: str, prompt: str, budget: Budget, reset: bool) -> Decision:
+def route_held(router: Router, router_name: str, prompt: str, budget: Budget, reset: bool,
+               explore: float = 0.0) -> Decision:
     """Route one prompt holding the budget's target average cost with the state kept for this router
     and target; ``reset`` starts it afresh."""
     plan = router.plan(budget)
@@ -99,7 +100,7 @@ def route_held(router: Router, router_name: str, prompt: str, budget: Budget, re
         if reset and path.exists():
             path.unlink()
         holder = load_state(path, router.fingerprint, plan.target, plan.blended_cost_weight, router.cost)
-        decision = router.route([prompt], budget, holder)[0]
+        decision = router.route([prompt], budget, holder, explore=explore)[0]
         holder.save_state(path)
     return decision
 

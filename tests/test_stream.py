@@ -119,3 +119,20 @@ def test_decision_log_and_report(capsys, far_stream, tmp_path):
     assert "already exists" in _error(capsys, "report", log, "--plot", tmp_path / "report.png")
     assert cli.main(["report", str(log)]) == 0
     assert f"{len(prompts) + 1} decisions" in capsys.readouterr().out
+
+
+def test_exploration_is_a_stable_share_counted_in_the_held_budget(capsys, far_stream, tmp_path):
+    path, prompts = far_stream
+    greedy = _route(capsys, "--prompts-file", path, "--budget", 2)
+    explored = _route(capsys, "--prompts-file", path, "--budget", 2, "--explore", 0.2)
+    marked = [r["explored"] for r in explored]
+    assert 0.13 <= np.mean(marked) <= 0.27
+    for g, e in zip(greedy, explored):  # an explored prompt leaves the greedy choice, the others keep it
+        assert (g["candidate"] != e["candidate"]) == e["explored"]
+    again = _route(capsys, "--prompts-file", path, "--budget", 2, "--explore", 0.2)
+    assert [r["candidate"] for r in again] == [r["candidate"] for r in explored]  # stable per prompt
+    log = tmp_path / "log.jsonl"
+    held = _route(capsys, "--prompts-file", path, "--budget", 2, "--hold-budget", "--explore", 0.2, "--log", log)
+    assert _costs(held).mean() == pytest.approx(2.0, rel=0.05)  # exploration spend is inside the target
+    records, _ = read_log(log)
+    assert [r["explored"] for r in records] == [r["explored"] for r in held] and any(r["explored"] for r in held)
