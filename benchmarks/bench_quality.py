@@ -23,19 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-# One BLAS/OpenMP thread unless told otherwise, set before numpy and torch load: on a small shared
-# machine two spinning BLAS threads made a ridge CV 10-70x slower whenever another process ran.
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-for _var in THREAD_VARS:
-    os.environ.setdefault(_var, "1")
+# isort: off
+from bench_env import HERE, ROOT, THREAD_VARS  # first: sets the thread count before numpy loads
+# isort: on
 
 import numpy as np  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
-
 from run_all import machine  # noqa: E402
 
 from cost_aware_router.embed import get_embedder  # noqa: E402

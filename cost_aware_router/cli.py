@@ -1,4 +1,5 @@
-"""Command line: ``cost-aware-router route|train|evaluate|cv|collect|anchors|add-candidate|report|export-table``.
+"""Command line: ``cost-aware-router route|train|evaluate|cv|collect|anchors|add-candidate|replay|report|
+export-table``.
 
 Errors a user can cause exit with code 2 and one line on stderr (``--debug`` shows the
 traceback instead).
@@ -283,6 +284,33 @@ def cmd_add_candidate(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    from .online import replay
+    from .router_file import save_router
+    from .scored import load_dataset
+
+    out = _output(args)
+    router = _load(args)
+    ds = load_dataset(args.data_dir, metric=router.metric if args.metric is None else args.metric,
+                      skip_bad=args.skip_bad)
+    budget = _budget(args)
+    progress = _progress("replaying") if sys.stderr.isatty() and not args.json else None
+    new, rows, summary = replay(router, ds, budget, explore=args.explore, seed=args.seed, progress=progress)
+    save_router(new, out, overwrite=args.overwrite)
+    keys = ("prompts", "mean_score", "mean_cost", "explored_share")
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        print(json.dumps({"summary": {k: summary[k] for k in keys}}))
+    else:
+        print(f"replayed {summary['prompts']} prompts of {Path(args.data_dir).name}: mean {ds.metric} "
+              f"{summary['mean_score']:.4g}, mean cost {summary['mean_cost']:.3g} s/image, explored "
+              f"{summary['explored_share']:.1%}" + (f", {summary['skipped']} skipped (chosen candidate unscored)"
+                                                    if summary["skipped"] else ""))
+        print(f"wrote {out}: learnt from {new.training.get('online_observations', 0)} scored generation(s)")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .decision_log import format_summary, read_log, summarise
 
@@ -400,6 +428,23 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--overwrite", action="store_true")
     n.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
     n.set_defaults(func=cmd_add_candidate)
+
+    p_ = sub.add_parser("replay", help="stream a scored folder's prompts through a router, revealing only the "
+                                        "chosen candidate's score, and learn from it (bandit feedback)")
+    p_.add_argument("router", help="router file to start from")
+    p_.add_argument("data_dir", help="scored-generations folder: its prompts in first-appearance order")
+    p_.add_argument("--out", required=True, help="router file to write (refused if it exists, unless --overwrite)")
+    p_.add_argument("--json", action="store_true", help="one line per prompt, then a summary line")
+    p_.add_argument("--explore", type=_share, default=0.0, metavar="P",
+                    help="share of prompts sent to the least-supported candidate")
+    p_.add_argument("--seed", type=_non_negative_int, default=0, help="salts which prompts are explored")
+    p_.add_argument("--metric", default=None, help="metric of the folder to reveal (default: the router's)")
+    p_.add_argument("--overwrite", action="store_true")
+    p_.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
+    g_ = p_.add_mutually_exclusive_group()
+    g_.add_argument("--budget", type=float, help="target average cost, seconds per image")
+    g_.add_argument("--cost-weight", type=float, help="lambda: normalised quality traded per second")
+    p_.set_defaults(func=cmd_replay, best_quality=False, max_cost=None, force=None)
 
     g = sub.add_parser("report", help="summarise a decision log (route --log): choices, cost against target, "
                                       "out-of-distribution share, explorations")

@@ -136,3 +136,33 @@ def test_exploration_is_a_stable_share_counted_in_the_held_budget(capsys, far_st
     assert _costs(held).mean() == pytest.approx(2.0, rel=0.05)  # exploration spend is inside the target
     records, _ = read_log(log)
     assert [r["explored"] for r in records] == [r["explored"] for r in held] and any(r["explored"] for r in held)
+
+
+def test_replay_reveals_only_the_chosen_score_and_writes_a_learnt_router(capsys, tmp_path, agiqa_router_file):
+    from cost_aware_router.router_file import load_router
+    from cost_aware_router.scored import load_dataset
+
+    data = DATA / "agiqa_3k"
+    ds = load_dataset(data, metric="mos_quality")
+    out = tmp_path / "learnt.safetensors"
+    assert cli.main(["replay", str(agiqa_router_file), str(data), "--out", str(out), "--json", "--explore", "0.1",
+                     "--budget", "2"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    rows, summary = lines[:-1], lines[-1]["summary"]
+    assert [r["prompt"] for r in rows] == ds.prompts  # in first-appearance order, every prompt scored
+    truth = {p: dict(zip(ds.candidates, ds.quality[i])) for i, p in enumerate(ds.prompts)}
+    for r in rows:
+        assert set(r) == {"prompt", "candidate", "explored", "cost", "score"}
+        assert r["score"] == pytest.approx(truth[r["prompt"]][r["candidate"]])
+    assert summary["prompts"] == len(rows) and summary["explored_share"] == pytest.approx(
+        np.mean([r["explored"] for r in rows]))
+    assert summary["mean_score"] == pytest.approx(np.mean([r["score"] for r in rows]))
+    assert summary["mean_cost"] == pytest.approx(np.mean([r["cost"] for r in rows]))
+    learnt = load_router(out)
+    assert learnt.training["online_observations"] == len(rows)
+    assert len(learnt.predictor.X) == len(load_router(agiqa_router_file).predictor.X) + len(rows)
+    assert cli.main(["evaluate", str(out), str(DATA / "agiqa_3k"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["prompts"] == len(ds.prompts)
+    before = out.read_bytes()
+    assert "already exists" in _error(capsys, "replay", agiqa_router_file, data, "--out", out)
+    assert out.read_bytes() == before
