@@ -6,6 +6,7 @@ from typing_extensions import override
 from .candidates import CandidateNode
 from .common import register_folders
 from .extend import AddCandidateNode, AnchorPromptsNode
+from .feedback import RouterFeedbackNode
 from .measure import MeasureCostsNode
 from .pool import CandidatePoolNode
 from .route import CostAwareRouterNode
@@ -23,4 +24,5 @@ class CostAwareRouterExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [CandidateNode, CandidatePoolNode, CostAwareRouterNode, TrainRouterNode, QualityScorerNode,
-                MeasureCostsNode, CandidateSweepNode, SaveScoredGenerationNode, AnchorPromptsNode, AddCandidateNode]
+                MeasureCostsNode, CandidateSweepNode, SaveScoredGenerationNode, AnchorPromptsNode, AddCandidateNode,
+                RouterFeedbackNode]

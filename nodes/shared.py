@@ -8,6 +8,7 @@ folder, so it survives restarts; decisions are appended to output/cost_aware_rou
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -75,7 +76,7 @@ def _unload_checkpoint(ckpt_name: str, models: tuple) -> None:
 RESIDENT = ResidentCache(_load_checkpoint, _unload_checkpoint)
 
 
-_HOLD_LOCK = threading.Lock()
+_FILE_LOCK = threading.RLock()
 LOG_FOLDER = "cost_aware_router"
 LOG_NAME = "decisions.jsonl"
 
@@ -96,7 +97,7 @@ def route_held(router: Router, router_name: str, prompt: str, budget: Budget, re
         raise RouterError("'hold target average cost' needs a target (budget_value, seconds per image) and no "
                           "forced candidate")
     path = hold_state_path(router_name, plan.target)
-    with _HOLD_LOCK:
+    with exclusive(path.with_name(f".{path.name}.lock")):
         if reset and path.exists():
             path.unlink()
         holder = load_state(path, router.fingerprint, plan.target, plan.blended_cost_weight, router.cost)
@@ -117,3 +118,22 @@ def log_decision(decision: Decision, router_name: str, router: Router, budget: B
     path = child_dir(folder_paths.get_output_directory(), LOG_FOLDER) / LOG_NAME
     append_decisions(path, decision_records([decision], router_name, router.fingerprint,
                                             router.plan(budget).target, prompt_id))
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path):
+    """Hold an exclusive lock on ``lock_path`` (threads of this process, and other processes through
+    flock where available): for read-modify-write of one file by several queue items or workers."""
+    with _FILE_LOCK:
+        try:
+            import fcntl
+        except ImportError:  # Windows: the thread lock is all there is
+            yield
+            return
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                     0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

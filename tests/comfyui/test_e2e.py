@@ -153,6 +153,41 @@ def test_held_budget_keeps_its_state_and_every_decision_is_logged(comfy):
     assert json.loads(state.read_text())["count"] == 1 and len(log.read_text().splitlines()) == before + 6
 
 
+def _feedback_graph(cands, router, prompt, output_name, score_link=None):
+    g = api_route_graph(cands, router, prompt, budget_mode="router default", save_prefix="learn")
+    g["score"] = {"class_type": "CostAwareRouter.QualityScorer",
+                  "inputs": {"image": ["decode", 0], "prompt": prompt, "scorer_model": "tiny_clip",
+                             "kind": "clipscore"}}
+    g["learn"] = {"class_type": "CostAwareRouter.Feedback",
+                  "inputs": {"router": router, "prompt": prompt, "label": ["route", 7],
+                             "score": score_link or ["score", 0], "output_name": output_name}}
+    return g
+
+
+def test_router_feedback_learns_into_its_own_file(comfy):
+    from cost_aware_router.router_file import load_router
+
+    weights = comfy.root / "models" / "router_weights"
+    router = train_alternating_router(weights, "to_learn.safetensors")
+    cands = [("cats", "alt_a.safetensors", 2, 7.0), ("cars", "alt_b.safetensors", 3, 7.0)]
+    base_rows = len(load_router(weights / router).predictor.X)
+    for i in range(3):
+        entry = comfy.run(_feedback_graph(cands, router, alternating_prompt(300 + i), "learnt"))
+        assert entry["status"]["status_str"] == "success", error_message(entry)
+        report = texts(entry, "learn")[0]
+        assert re.match(r"learnt: '(cats|cars)' scored [-\d.e+]+ on this prompt; learnt\.safetensors now holds "
+                        f"{i + 1} scored generation", report), report
+    learnt = load_router(weights / "learnt.safetensors")
+    assert learnt.training["online_observations"] == 3 and len(learnt.predictor.X) == base_rows + 3
+    assert load_router(weights / router).training.get("online_observations") is None  # the base is untouched
+    # a trained router that holds no feedback is never changed
+    before = (weights / router).read_bytes()
+    entry = comfy.run(_feedback_graph(cands, router, alternating_prompt(400), router.removesuffix(".safetensors")))
+    assert entry["status"]["status_str"] == "error"
+    assert "is not a router learnt by this node" in error_message(entry)
+    assert (weights / router).read_bytes() == before
+
+
 def test_mismatched_router_and_pool_fail_with_both_sides(comfy):
     cands = [("fast", "v1-5-pruned-emaonly.safetensors", 2, 7.0), ("slow", "sd_xl_base_1.0.safetensors", 3, 7.0)]
     entry = comfy.run(api_route_graph(cands, "default.safetensors", "a lighthouse"))
