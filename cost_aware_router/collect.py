@@ -8,16 +8,33 @@ folder), ``steps``, ``cfg`` and optional ``cost`` (seconds per image; measured w
 Every candidate runs on every prompt and seed; each image is timed (after one warm-up run per
 candidate), scored with the same scorer code as the ComfyUI node, and written to DIR with the
 store's atomic step. A rerun skips what is already there.
+
+Several processes (GPUs, machines sharing the output folder) with Hugging Face accelerate:
+
+    accelerate launch [--multi_gpu] --num_processes N [--num_machines M --machine_rank R
+                      --main_process_ip IP --main_process_port PORT] -m cost_aware_router collect ...
+
+Each process takes its deterministic share of the full (candidate, prompt, seed) list, runs it on
+``PartialState().device``, writes through the shared store (which never writes a triple twice) and
+records ``worker`` ({rank, world_size, host}) in each row; the main process shows the progress of
+the whole job. See docs/scaling.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from .errors import RouterError
+from .pool import split_jobs
 from .scored import GenerationStore, generation_record, png_bytes, record_text_chunk
 from .scoring import get_scorer
 from .validate import finite
@@ -66,19 +83,111 @@ def read_candidates(path: str | Path) -> list[dict]:
     return out
 
 
-def _progress(total: int):
+def _progress(total: int, initial: int = 0):
     try:
         from tqdm import tqdm
 
-        return tqdm(total=total, unit="img", file=sys.stderr, disable=None)
+        return tqdm(total=total, initial=initial, unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
     except ImportError:  # pragma: no cover
         return None
 
 
+@dataclass
+class Worker:
+    """This process's place in the collection: ``rank`` of ``world_size``, its device, and accelerate's
+    state when it was launched distributed."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: str | None = None
+    state: object = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def record(self) -> dict:
+        return {"rank": self.rank, "world_size": self.world_size, "host": socket.gethostname()}
+
+    def wait_for_everyone(self) -> None:
+        if self.state is not None and self.world_size > 1:
+            self.state.wait_for_everyone()
+
+
+def _env_int(name: str) -> int:
+    try:
+        return int(os.environ.get(name, "") or 0)
+    except ValueError:
+        return 0
+
+
+def worker_from_environment() -> Worker:
+    """The accelerate process state when launched with ``accelerate launch`` (or torchrun): rank,
+    world size and ``PartialState().device``; one process of one otherwise."""
+    launched = _env_int("WORLD_SIZE") > 1 or any(k.startswith("ACCELERATE_") for k in os.environ)
+    if not launched:
+        return Worker()
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        if _env_int("WORLD_SIZE") > 1:
+            raise RouterError("launched as one of several processes (WORLD_SIZE > 1) but accelerate is not "
+                              "installed: pip install accelerate") from None
+        return Worker()
+    import torch
+
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    # the processes only meet at the end (one barrier); one whose share was already done waits there
+    state = PartialState(cpu=cpu, timeout=timedelta(days=7))
+    return Worker(state.process_index, state.num_processes, str(state.device), state)
+
+
+def _job_cost(candidates: list[dict]) -> dict[str, float]:
+    """Estimated cost per job, the same on every process: the declared costs when every candidate has
+    one, else the step counts."""
+    if all(c.get("cost") for c in candidates):
+        return {c["name"]: float(c["cost"]) for c in candidates}
+    return {c["name"]: float(c["steps"]) for c in candidates}
+
+
+class _Follower:
+    """The main process's progress bar over the whole job: polls the store for rows of any process."""
+
+    def __init__(self, store: GenerationStore, keys: list[tuple], bar):
+        self.store, self.keys, self.bar = store, keys, bar
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="collect-progress")
+
+    def update(self) -> None:
+        n = self.store.count(self.keys)
+        if n > self.bar.n:
+            self.bar.update(n - self.bar.n)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.5):
+            with contextlib.suppress(RouterError, OSError):
+                self.update()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        with contextlib.suppress(RouterError, OSError):
+            self.update()
+
+
 def collect(prompts: list[str], candidates: list[dict], out: str | Path, scorer_dir: str | Path,
             scorer_kind: str = "clipscore", seeds: int = 1, size: int = 512, device: str | None = None,
-            on_image: Callable[[dict], None] | None = None) -> dict:
-    """Run every candidate on every prompt and seed; returns counts {written, skipped}."""
+            on_image: Callable[[dict], None] | None = None, worker: Worker | None = None) -> dict:
+    """Run every candidate on every prompt and seed; returns this process's counts {written, skipped}.
+
+    Launched with ``accelerate launch`` (several processes, GPUs or machines), each process takes its
+    share of the full job list (``pool.split_jobs``: grouped by candidate, balanced by estimated
+    cost), runs it on its own device and writes through the shared store; the main process shows one
+    progress bar for the whole job. ``worker`` overrides what the environment says."""
     import torch
     from diffusers import DiffusionPipeline
 
@@ -86,55 +195,69 @@ def collect(prompts: list[str], candidates: list[dict], out: str | Path, scorer_
         raise RouterError("--seeds must be >= 1")
     if size < 8 or size % 8:
         raise RouterError("--size must be a positive multiple of 8")
+    worker = worker or worker_from_environment()
     store = GenerationStore(out)
     scorer = get_scorer(scorer_dir, scorer_kind)
-    done = store.keys()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or worker.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.device(device).type == "cuda"
     jobs = [(c, p, s) for c in candidates for p in prompts for s in range(seeds)]
-    bar = _progress(len(jobs))
-    counts = {"written": 0, "skipped": 0}
-    for cand in candidates:
-        todo = [(p, s) for p in prompts for s in range(seeds) if (p, cand["name"], s) not in done]
-        counts["skipped"] += len(prompts) * seeds - len(todo)
-        if bar is not None:
-            bar.update(len(prompts) * seeds - len(todo))
-        if not todo:
-            continue
-        try:
-            pipe = DiffusionPipeline.from_pretrained(str(cand["pipeline"]), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise RouterError(f"cannot load pipeline {cand['pipeline']}: {str(exc).splitlines()[0]}") from None
-        pipe = pipe.to(device)
-        if hasattr(pipe, "set_progress_bar_config"):
-            pipe.set_progress_bar_config(disable=True)
+    est = _job_cost(candidates)
+    mine = split_jobs(jobs, worker.rank, worker.world_size, group=lambda j: j[0]["name"],
+                      cost=lambda j: est[j[0]["name"]])
+    done = store.keys()
+    todo = [j for j in mine if (j[1], j[0]["name"], j[2]) not in done]
+    counts = {"written": 0, "skipped": len(mine) - len(todo)}
+    if worker.world_size == 1:
+        bar = _progress(len(jobs), counts["skipped"])
+        follower = contextlib.nullcontext()
+    else:  # the main process follows every process's rows through the store
+        bar = _progress(len(jobs), store.count([(p, c["name"], s) for c, p, s in jobs])) if worker.is_main else None
+        follower = (_Follower(GenerationStore(out), [(p, c["name"], s) for c, p, s in jobs], bar)
+                    if bar is not None else contextlib.nullcontext())
+    whoami = worker.record()
+    with follower:
+        for cand in candidates:
+            mine_c = [(p, s) for c, p, s in todo if c is cand]
+            if not mine_c:
+                continue
+            try:
+                pipe = DiffusionPipeline.from_pretrained(str(cand["pipeline"]), local_files_only=True)
+            except (OSError, ValueError) as exc:
+                raise RouterError(f"cannot load pipeline {cand['pipeline']}: {str(exc).splitlines()[0]}") from None
+            pipe = pipe.to(device)
+            if hasattr(pipe, "set_progress_bar_config"):
+                pipe.set_progress_bar_config(disable=True)
 
-        def run(prompt, seed, pipe=pipe, cand=cand):
-            gen = torch.Generator(device=device).manual_seed(seed)
-            return pipe(prompt, num_inference_steps=cand["steps"], guidance_scale=cand["cfg"], height=size,
-                        width=size, generator=gen).images[0]
+            def run(prompt, seed, pipe=pipe, cand=cand):
+                gen = torch.Generator(device=device).manual_seed(seed)
+                return pipe(prompt, num_inference_steps=cand["steps"], guidance_scale=cand["cfg"], height=size,
+                            width=size, generator=gen).images[0]
 
-        run(todo[0][0], 0)  # warm-up, not timed
-        for prompt, seed in todo:
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            image = run(prompt, seed)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - t
-            score = scorer.score([image], [prompt])[0]
-            record = generation_record(
-                prompt, cand["name"], score, cand["cost"] if cand["cost"] is not None else round(seconds, 6),
-                scorer_kind, seed, str(cand["pipeline"].name), cand["steps"], cand["cfg"],
-                sampler=type(pipe.scheduler).__name__, scheduler="default", measured_seconds=round(seconds, 6),
-                size=f"{size}x{size}")
-            written = store.add(record, lambda rec, image=image: png_bytes(image, record_text_chunk(rec)))
-            counts["written" if written else "skipped"] += 1
-            if on_image:
-                on_image(record)
-            if bar is not None:
-                bar.update(1)
-        del pipe
+            run(mine_c[0][0], 0)  # warm-up, not timed
+            for prompt, seed in mine_c:
+                if cuda:
+                    torch.cuda.synchronize(device)
+                t = time.perf_counter()
+                image = run(prompt, seed)
+                if cuda:
+                    torch.cuda.synchronize(device)
+                seconds = time.perf_counter() - t
+                score = scorer.score([image], [prompt])[0]
+                record = generation_record(
+                    prompt, cand["name"], score, cand["cost"] if cand["cost"] is not None else round(seconds, 6),
+                    scorer_kind, seed, str(cand["pipeline"].name), cand["steps"], cand["cfg"],
+                    sampler=type(pipe.scheduler).__name__, scheduler="default", measured_seconds=round(seconds, 6),
+                    size=f"{size}x{size}", worker=whoami)
+                written = store.add(record, lambda rec, image=image: png_bytes(image, record_text_chunk(rec)))
+                counts["written" if written else "skipped"] += 1
+                if on_image:
+                    on_image(record)
+                if worker.world_size == 1 and bar is not None:
+                    bar.update(1)
+            del pipe, run
+            if cuda:
+                torch.cuda.empty_cache()
+        worker.wait_for_everyone()
     if bar is not None:
         bar.close()
     return counts

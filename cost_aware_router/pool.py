@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from .errors import RouterError
 from .validate import finite
@@ -127,13 +128,48 @@ class CandidatePool:
                 + (f"; also loaded by other workflows: {', '.join(other)}" if other else ""))
 
 
+def split_jobs(jobs: list, rank: int, world_size: int, group: Callable[[Any], Hashable],
+               cost: Callable[[Any], float] | None = None) -> list:
+    """Worker ``rank``'s share (0-based, of ``world_size``) of ``jobs``: deterministic, grouped, balanced.
+
+    The jobs are ordered by group (a candidate: groups in order of first appearance, jobs in their
+    order within a group) and cut into ``world_size`` consecutive runs of equal estimated cost (a job
+    belongs to the run its cost midpoint falls in). Every worker computes the same cut from the same
+    full job list, so the shares are disjoint and cover every job whatever each worker already finds
+    done; each worker's run covers consecutive groups (all workers together load each group once plus
+    at most once more per cut, ``groups + world_size - 1`` loads), so it keeps few models resident,
+    and the shares differ in cost by at most about one job. ``cost`` must be the same on
+    every worker (declared costs or step counts, not times measured on each machine)."""
+    rank, world_size = int(rank), int(world_size)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise RouterError(f"worker {rank + 1} of {world_size}: need 1 <= worker <= workers")
+    if world_size == 1:
+        return list(jobs)
+    first: dict = {}
+    for j in jobs:
+        first.setdefault(group(j), len(first))
+    order = sorted(range(len(jobs)), key=lambda i: (first[group(jobs[i])], i))
+    costs = [max(float(cost(jobs[i])), 0.0) if cost else 1.0 for i in order]
+    total = sum(costs)
+    if not total > 0:
+        costs, total = [1.0] * len(order), float(len(order))
+    share, done = [], 0.0
+    for i, c in zip(order, costs):
+        r = min(int((done + c / 2) * world_size / total), world_size - 1)
+        done += c
+        if r == rank:
+            share.append(jobs[i])
+    return share
+
+
 def sweep_jobs(prompts: list[str], seeds: int, seed_start: int, candidates: dict[str, dict],
-               done: set) -> list[dict]:
-    """Every (prompt, seed, candidate) not yet in ``done`` (a set of (prompt, label, seed)), in order."""
-    jobs = []
-    for prompt in prompts:
-        for seed in range(seed_start, seed_start + seeds):
-            for label, c in candidates.items():
-                if (prompt, label, seed) not in done:
-                    jobs.append({**c, "prompt": prompt, "label": label, "seed": seed})
-    return jobs
+               done: set, rank: int = 0, world_size: int = 1) -> list[dict]:
+    """Every (prompt, seed, candidate) not yet in ``done`` (a set of (prompt, label, seed)), in order.
+
+    With ``world_size`` > 1, only worker ``rank``'s share (``split_jobs`` of the full list, grouped by
+    candidate and balanced by steps, then what is done removed)."""
+    jobs = [{**c, "prompt": prompt, "label": label, "seed": seed}
+            for prompt in prompts for seed in range(seed_start, seed_start + seeds)
+            for label, c in candidates.items()]
+    jobs = split_jobs(jobs, rank, world_size, group=lambda j: j["label"], cost=lambda j: j["steps"])
+    return [j for j in jobs if (j["prompt"], j["label"], j["seed"]) not in done]

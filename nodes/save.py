@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import folder_paths
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.errors import RouterError
-from ..cost_aware_router.fileutil import child_dir
-from ..cost_aware_router.scored import GenerationStore, generation_record, png_bytes, record_text_chunk
+from ..cost_aware_router.scored import generation_record, png_bytes, record_text_chunk
+from ..cost_aware_router.scored.store import open_store, store_folder
 from .common import CATEGORY, NODE_PREFIX, Job
 
 
@@ -30,7 +31,8 @@ class SaveScoredGenerationNode(io.ComfyNode):
                 io.Float.Input("score", force_input=True,
                                tooltip="Quality score: the Quality Scorer's or any other pack's FLOAT."),
                 io.String.Input("folder", default="scored_generations",
-                                tooltip="Folder inside ComfyUI's output folder."),
+                                tooltip="A dedicated folder inside ComfyUI's output folder (not the output folder "
+                                        "itself). Several ComfyUI instances may save into the same folder at once."),
                 io.String.Input("metric", default="clipscore",
                                 tooltip="Name the score is also stored under in the row's 'scores'."),
             ],
@@ -42,19 +44,20 @@ class SaveScoredGenerationNode(io.ComfyNode):
         if job.get("cost") is None:
             raise RouterError(f"candidate '{job['label']}' has no cost: run Measure Candidate Costs on the pool or "
                               "set its cost on the Router Candidate node")
-        store = GenerationStore(child_dir(folder_paths.get_output_directory(), folder))
+        root = Path(folder_paths.get_output_directory()).resolve()
+        store = open_store(store_folder(root, folder))
         image = images[0].detach().cpu().float().numpy()
         record = generation_record(job["prompt"], job["label"], score, job["cost"], metric.strip(), job["seed"],
                                    job["checkpoint"], job["steps"], job["cfg"], job["sampler"], job["scheduler"],
                                    measured_seconds=job.get("measured_seconds"),
-                                   size=f"{image.shape[1]}x{image.shape[0]}")
+                                   size=f"{image.shape[1]}x{image.shape[0]}", worker=job.get("worker"))
         meta = {}
         if cls.hidden is not None and cls.hidden.prompt is not None:
             meta["prompt"] = json.dumps(cls.hidden.prompt)
         if cls.hidden is not None and cls.hidden.extra_pnginfo:
             meta.update({k: json.dumps(v) for k, v in cls.hidden.extra_pnginfo.items()})
         written = store.add(record, lambda rec: png_bytes(image, {**meta, **record_text_chunk(rec)}))
-        rel = store.folder.relative_to(folder_paths.get_output_directory()).as_posix()
+        rel = store.folder.relative_to(root).as_posix()
         if written is None:
             text = f"skipped: ({job['prompt'][:40]!r}, {job['label']}, seed {job['seed']}) is already in {rel}"
             return io.NodeOutput(ui=ui.PreviewText(text))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+
 import folder_paths
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.fileutil import child_dir, read_prompts, resolve_under, split_prompts
 from ..cost_aware_router.pool import sweep_jobs
-from ..cost_aware_router.scored import JSONL_NAME, GenerationStore
+from ..cost_aware_router.scored import JSONL_NAME
+from ..cost_aware_router.scored.store import open_store, store_folder
 from .common import CATEGORY, NODE_PREFIX, Job, Pool, SamplerName, SchedulerName
 
 
@@ -24,10 +27,11 @@ def sweep_prompts(text: str, prompts_file: str) -> list[str]:
 
 
 def existing(folder: str) -> set:
+    """(prompt, label, seed) already in the save folder (empty name: nothing is skipped)."""
     if not folder.strip():
         return set()
-    path = child_dir(folder_paths.get_output_directory(), folder, create=False)
-    return GenerationStore(path, create=False).keys() if path.is_dir() else set()
+    path = store_folder(folder_paths.get_output_directory(), folder, create=False)
+    return open_store(path, create=False).keys() if path.is_dir() else set()
 
 
 class CandidateSweepNode(io.ComfyNode):
@@ -52,6 +56,13 @@ class CandidateSweepNode(io.ComfyNode):
                 io.String.Input("output_folder", default="scored_generations",
                                 tooltip="Folder (in ComfyUI's output folder) the save node writes; generations "
                                         "already there are skipped. Empty = skip nothing."),
+                io.Int.Input("worker", default=1, min=1, max=1024, optional=True, advanced=True,
+                             tooltip="This ComfyUI instance is worker i of n: it runs only its share of the "
+                                     "generations (whole candidates where possible, balanced by steps). Run the "
+                                     "same workflow on n instances (one per GPU) into the same output folder, "
+                                     "each with its own worker number."),
+                io.Int.Input("workers", default=1, min=1, max=1024, optional=True, advanced=True,
+                             tooltip="How many ComfyUI instances share this collection (1 = this one does it all)."),
             ],
             outputs=[
                 io.Model.Output("model", display_name="MODEL", tooltip="Model of each generation.", **out),
@@ -82,18 +93,30 @@ class CandidateSweepNode(io.ComfyNode):
         return tuple(stamp)
 
     @classmethod
-    def execute(cls, pool, prompts, prompts_file, seeds, seed_start, output_folder) -> io.NodeOutput:
+    def execute(cls, pool, prompts, prompts_file, seeds, seed_start, output_folder, worker=1,
+                workers=1) -> io.NodeOutput:
+        worker, workers = int(worker), int(workers)
+        if not 1 <= worker <= workers:
+            raise RouterError(f"Candidate Sweep: worker {worker} of {workers}: the worker number must be between 1 "
+                              "and the number of workers")
         done = existing(output_folder)
-        jobs = sweep_jobs(sweep_prompts(prompts, prompts_file), seeds, seed_start, pool.candidates, done)
+        jobs = sweep_jobs(sweep_prompts(prompts, prompts_file), seeds, seed_start, pool.candidates, done,
+                          rank=worker - 1, world_size=workers)
+        share = f" (worker {worker} of {workers})" if workers > 1 else ""
         if not jobs:
-            raise RouterError(f"Candidate Sweep: nothing to do, every generation is already in '{output_folder}'")
+            raise RouterError(f"Candidate Sweep: nothing to do{share}, every generation is already in "
+                              f"'{output_folder}'")
+        if workers > 1:
+            me = {"rank": worker - 1, "world_size": workers, "host": socket.gethostname()}
+            jobs = [{**j, "worker": me} for j in jobs]
         cols: dict[str, list] = {k: [] for k in ("model", "clip", "vae")}
         for j in jobs:
             model, clip, vae = pool.load(j["label"])
             cols["model"].append(model)
             cols["clip"].append(clip)
             cols["vae"].append(vae)
-        text = f"{len(jobs)} generation(s) to run" + (f", {len(done)} already in '{output_folder}'" if done else "")
+        text = (f"{len(jobs)} generation(s) to run{share}"
+                + (f", {len(done)} already in '{output_folder}'" if done else ""))
         return io.NodeOutput(cols["model"], cols["clip"], cols["vae"], [j["prompt"] for j in jobs],
                              [j["seed"] for j in jobs], [j["steps"] for j in jobs], [j["cfg"] for j in jobs],
                              [j["sampler"] for j in jobs], [j["scheduler"] for j in jobs], jobs,

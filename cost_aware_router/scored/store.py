@@ -1,97 +1,354 @@
-"""Writing a scored-generations folder safely: one atomic step per generation, resumable.
+"""Writing a scored-generations folder: one append per generation, safe with many writers, resumable.
 
-Each ``add`` writes the PNG (its record in a ``cost_aware_router`` text chunk) with a temp file and
-a rename, then rewrites ``generations.jsonl`` with the new row the same way. A crash or interrupt
-at any point loses no earlier row and leaves no half row; if it falls between the two renames the
-PNG still describes itself and the reader counts it. Adding a (prompt, candidate, seed) triple that
-is already there is skipped, so a rerun of a sweep resumes where it stopped.
+``GenerationStore.add`` does, for one generation:
+
+1. render the PNG (its record in a ``cost_aware_router`` text chunk) into a temporary file in the
+   folder and fsync it, without holding any lock;
+2. take the folder's lock (an exclusive ``flock`` on ``.generations.lock``, opened without following
+   a symbolic link), read what other writers appended to ``generations.jsonl`` since this store
+   last looked, and give up (removing the temporary file) if the (prompt, candidate, seed) triple is
+   already there;
+3. rename the PNG into place (its name carries a random token, so writers never collide), then
+   append the row with a single ``write`` on an ``O_APPEND`` descriptor, prefixed with a newline if
+   a killed writer left the file without one.
+
+The cost of a write does not grow with the folder: the resume index, the (prompt, candidate, seed)
+keys, is read once per store (rows and self-describing PNGs) and afterwards only the bytes
+appended since are parsed. Several processes, on one machine or on several machines sharing a
+filesystem with working ``flock`` (local filesystems, NFSv4, Lustre, GPFS...), may write one folder
+at once: the check and the append happen under the lock, so no row is lost, duplicated or torn.
+A crash at any point loses no earlier row: before the rename only a ``.*.tmp`` file exists (the
+reader ignores it and a store opened later removes it after an hour); between the rename and the
+append the PNG describes itself, so the reader counts it and a rerun skips it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
 import re
+import secrets
+import stat
+import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import DataError
-from ..fileutil import atomic_write
-from .dataset import read_records
+from ..errors import DataError, RouterError
+from ..fileutil import child_dir
+from .dataset import read_png_records
 from .record import JSONL_NAME, parse_record
 
-_LOCK = threading.Lock()
+LOCK_NAME = ".generations.lock"
+STALE_TMP_SECONDS = 3600.0  # a temporary file this old belongs to a writer that was killed
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_REGISTRY = threading.Lock()
+
+
+def _thread_lock(folder: Path) -> threading.Lock:
+    key = os.path.abspath(folder)
+    with _REGISTRY:
+        return _THREAD_LOCKS.setdefault(key, threading.Lock())
 
 
 @contextlib.contextmanager
-def _folder_lock(folder: Path):
-    """Serialise writers of one folder (threads here, processes through flock where available)."""
-    with _LOCK:
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Serialise the writers of one folder: threads of this process, and processes (on this machine
+    or on others sharing the filesystem) through ``flock`` on the folder's lock file."""
+    with _thread_lock(folder):
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: the thread lock is all there is
             yield
             return
-        with open(folder / ".generations.lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        path = folder / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DataError(f"{path} is a symbolic link; refusing to lock through it") from None
+            raise DataError(f"cannot open the lock file {path} ({exc.strerror})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise DataError(f"{path} is not a regular file")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
 
 def _slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:limit] or "x"
 
 
+def record_key(obj: dict) -> tuple | None:
+    """The (prompt, candidate, seed) a row stands for, or None for a row the reader would refuse."""
+    try:
+        rec = parse_record(obj, "row")
+        key = (rec.prompt, rec.candidate, rec.extra.get("seed"))
+        hash(key)
+    except (DataError, TypeError):
+        return None
+    return key
+
+
+def store_folder(root: str | os.PathLike, rel: str, create: bool = True) -> Path:
+    """``root/rel`` for a save folder: a dedicated folder inside ``root``, never ``root`` itself
+    (a store reads its whole folder once, and a folder shared with other outputs is not a dataset)."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise RouterError(f"the save folder is empty: name a dedicated folder inside {root}")
+    target = child_dir(root, rel, create=False)
+    if target == Path(root).resolve():
+        raise RouterError(f"folder {rel!r} is {root} itself: name a dedicated folder inside it, "
+                          "e.g. 'scored_generations'")
+    if create:
+        target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def remove_stale_temporaries(folder: Path, older_than: float = STALE_TMP_SECONDS) -> int:
+    """Remove ``.*.tmp`` files (regular files, not links) left by killed writers; returns how many."""
+    removed = 0
+    cutoff = time.time() - older_than
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 class GenerationStore:
+    """A scored-generations folder being written. Keep one per folder and process (``open_store``):
+    its resume index is read once and then followed incrementally."""
+
     def __init__(self, folder: str | Path, create: bool = True):
         self.folder = Path(folder)
+        self.create = create
         if self.folder.exists() and not self.folder.is_dir():
             raise DataError(f"{self.folder} is a file, not a folder")
         if create:
             self.folder.mkdir(parents=True, exist_ok=True)
         elif not self.folder.is_dir():
             raise DataError(f"{self.folder} does not exist")
+        self._mutex = threading.RLock()  # guards the index below (innermost lock)
+        self._keys: set[tuple] = set()
+        self._offset = 0  # bytes of generations.jsonl already parsed (always at a line end)
+        self._ident: tuple | None = None  # (device, inode) of the file those bytes came from
+        self._built = False
+        self.removed_temporaries = remove_stale_temporaries(self.folder)
 
     @property
     def jsonl(self) -> Path:
         return self.folder / JSONL_NAME
 
-    def keys(self) -> set[tuple[str, str, object]]:
-        """(prompt, candidate, seed) of every record already in the folder."""
+    # -- the resume index ------------------------------------------------------------------
+    def _build(self) -> None:
+        self._keys, self._offset, self._ident = set(), 0, None
+        images: set[str] = set()
+        self._follow(images)
+        if self.folder.is_dir():  # PNGs no row names: written by a process killed before its row
+            recs, _ = read_png_records(self.folder, images, skip_bad=True)
+            self._keys.update((r.prompt, r.candidate, r.extra.get("seed")) for r in recs)
+        self._built = True
+
+    def _follow(self, images: set[str] | None = None) -> None:
+        """Parse the complete lines appended to generations.jsonl since the last call."""
         try:
-            records, _ = read_records(self.folder)
-        except DataError as exc:
-            if "holds no scored generations" in str(exc):
-                return set()
+            fd = os.open(self.jsonl, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY)
+        except FileNotFoundError:
+            if self._ident is not None:  # the file was removed: start again
+                self._build()
+            return
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DataError(f"{self.jsonl} is a symbolic link; refusing to use it") from None
+            raise DataError(f"cannot read {self.jsonl} ({exc.strerror})") from None
+        try:
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino)
+            if self._ident is not None and (ident != self._ident or st.st_size < self._offset):
+                os.close(fd)
+                fd = -1
+                self._build()  # replaced or truncated by something else: read it all again
+                return
+            self._ident = ident
+            if st.st_size <= self._offset:
+                return
+            os.lseek(fd, self._offset, os.SEEK_SET)
+            chunks, want = [], st.st_size - self._offset
+            while want > 0:
+                data = os.read(fd, min(want, 1 << 24))
+                if not data:
+                    break
+                chunks.append(data)
+                want -= len(data)
+            data = b"".join(chunks)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        end = data.rfind(b"\n") + 1  # a line without its newline is still being written (or torn)
+        if not end:
+            return
+        for raw in data[:end].splitlines():
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue  # a torn or malformed row: the reader reports it; it does not count as done
+            key = record_key(obj)
+            if key is not None:
+                self._keys.add(key)
+                if images is not None and isinstance(obj.get("image"), str):
+                    images.add(obj["image"])
+        self._offset += end
+
+    def refresh(self) -> None:
+        """Bring the index up to date: the whole folder the first time, then only what was appended."""
+        with self._mutex:
+            if not self._built:
+                self._build()
+            else:
+                self._follow()
+
+    def keys(self) -> set[tuple[str, str, object]]:
+        """(prompt, candidate, seed) of every record in the folder (rows and self-describing PNGs)."""
+        with self._mutex:
+            self.refresh()
+            return set(self._keys)
+
+    def __contains__(self, key: tuple) -> bool:
+        with self._mutex:
+            self.refresh()
+            return key in self._keys
+
+    def count(self, keys) -> int:
+        """How many of ``keys`` the folder holds."""
+        with self._mutex:
+            self.refresh()
+            return sum(1 for k in keys if k in self._keys)
+
+    # -- writing -------------------------------------------------------------------------
+    def _temp_png(self, name: str, data: bytes) -> str:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)
+        except OSError as exc:
+            raise RouterError(f"output folder {self.folder} is not writable ({exc.strerror})") from None
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved image gets the usual mode
+        except BaseException:
+            _unlink(tmp)
             raise
-        return {(r.prompt, r.candidate, r.extra.get("seed")) for r in records}
+        return tmp
+
+    def _append(self, line: bytes) -> None:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+        try:
+            fd = os.open(self.jsonl, flags, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DataError(f"{self.jsonl} is a symbolic link; refusing to write through it") from None
+            raise RouterError(f"cannot write {self.jsonl} ({exc.strerror})") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                os.lseek(fd, size - 1, os.SEEK_SET)
+                if os.read(fd, 1) != b"\n":  # a killed writer's half line: keep ours on its own line
+                    line = b"\n" + line
+            view = memoryview(line)
+            while view:  # one write; a short write (disk full) is finished while we hold the lock
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError as exc:
+            raise RouterError(f"cannot write {self.jsonl} ({exc.strerror})") from None
+        finally:
+            os.close(fd)
 
     def add(self, record: dict, render: Callable[[dict], bytes] | None = None) -> dict | None:
         """Add one generation; ``render(record) -> PNG bytes`` embeds the final record. Returns the
         record written, or None when the (prompt, candidate, seed) triple is already there."""
         record = {k: v for k, v in record.items() if v is not None}
         parse_record(record, "new record")  # validate before touching anything
-        with _folder_lock(self.folder):
-            if (record["prompt"], record["candidate"].strip(), record.get("seed")) in self.keys():
-                return None
-            old = self.jsonl.read_bytes() if self.jsonl.exists() else b""
-            if old and not old.endswith(b"\n"):
-                old += b"\n"
+        key = (record["prompt"], record["candidate"].strip(), record.get("seed"))
+        if key in self:  # cheap check without the folder lock; repeated under it below
+            return None
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = name = None
+        try:
             if render is not None:
-                n = old.count(b"\n")
-                stem = f"{_slug(record['candidate'])}_{_slug(str(record.get('seed', 'x')))}.png"
-                while (self.folder / f"{n:06d}_{stem}").exists():
-                    n += 1
-                name = f"{n:06d}_{stem}"
+                name = f"{_slug(record['candidate'])}_{_slug(str(record.get('seed', 'x')))}_{secrets.token_hex(6)}.png"
                 record = {**record, "image": name}
-                data = render(record)
-                atomic_write(self.folder / name, lambda tmp: Path(tmp).write_bytes(data))
+                tmp = self._temp_png(name, render(record))
             line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-            atomic_write(self.jsonl, lambda tmp: Path(tmp).write_bytes(old + line), overwrite=True)
+            with folder_lock(self.folder), self._mutex:
+                self.refresh()
+                if key in self._keys:
+                    return None
+                if tmp is not None:
+                    final = self.folder / name
+                    if final.exists() or final.is_symlink():
+                        raise RouterError(f"{final} already exists")
+                    os.replace(tmp, final)
+                    tmp = None
+                self._append(line)
+                self._keys.add(key)
+                self._follow()  # our own line (and the file's identity, if we just created it)
+        except BaseException:
+            # interrupted part-way (or another program wrote meanwhile): read the folder afresh next time
+            with self._mutex:
+                self._built = False
+            raise
+        finally:
+            if tmp is not None:
+                _unlink(tmp)
         return record
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+_OPEN: dict[Path, GenerationStore] = {}
+
+
+def open_store(folder: str | Path, create: bool = True) -> GenerationStore:
+    """The process-wide store of ``folder`` (one resume index per folder, followed incrementally):
+    what the ComfyUI nodes use, since they run once per generation."""
+    path = Path(folder).resolve()
+    with _REGISTRY:
+        store = _OPEN.get(path)
+    if store is not None and path.is_dir():
+        return store
+    store = GenerationStore(path, create=create)
+    with _REGISTRY:
+        _OPEN[path] = store
+    return store
 
 
 def write_jsonl_rows(path: Path, rows: list[dict]) -> None:
