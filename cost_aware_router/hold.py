@@ -60,6 +60,7 @@ from .validate import finite
 
 STATE_FORMAT = "cost_aware_router.budget_hold"
 STATE_VERSION = 1
+MAX_STATE_BYTES = 1 << 20  # a budget state file is a few kB
 
 WINDOW = 200  # prompts whose trade-off curves set lam ...
 HALF_LIFE = 50.0  # ... weighted by age: a prompt this many prompts old counts half
@@ -477,14 +478,20 @@ def load_state(path: str | os.PathLike, router_fingerprint: str, target: float, 
                ) -> BudgetHolder:
     """A holder resumed from the JSON state file ``path`` if it exists, else a fresh one.
     Refuses (RouterError naming the file) a state for another router or target, or a corrupt file."""
+    from .fileutil import open_regular
+
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         return BudgetHolder(target, start_lam, cost, router_fingerprint)
     where = f"budget state file {path}"
-    if path.is_dir():
-        raise RouterError(f"{where} is a folder, not a file")
     try:
-        state = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+        with open_regular(path, "budget state file") as fh:  # a FIFO or a device is refused, never opened
+            raw = fh.read(MAX_STATE_BYTES + 1)
+        if len(raw) > MAX_STATE_BYTES:
+            raise RouterError(f"{where} is over {MAX_STATE_BYTES >> 20} MiB; it is not a budget state")
+        state = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise RouterError(f"{where} is not valid JSON (nested too deeply)") from None
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise RouterError(f"{where} is not valid JSON ({str(exc).splitlines()[0][:100]})") from None
     except OSError as exc:

@@ -42,8 +42,11 @@ def lambda_grid(mu: np.ndarray, cost: np.ndarray, n: int = 48) -> np.ndarray:
 
 def choose(pred: np.ndarray, cost: np.ndarray, lam, allowed: np.ndarray | None = None) -> np.ndarray:
     """argmax over candidates of pred - lam * cost (``lam`` one weight, or one per row); ties go to
-    the cheaper candidate."""
-    util = pred - np.asarray(lam, dtype=float).reshape(-1, 1) * cost[None, :]
+    the cheaper candidate. Where lam > 1 the same argmax is taken of pred / lam - cost, so no weight up
+    to the largest float overflows (a huge weight picks the cheapest allowed candidate), without warnings."""
+    lam = np.asarray(lam, dtype=float).reshape(-1, 1)
+    big = lam > 1
+    util = np.where(big, pred / np.where(big, lam, 1.0), pred) - np.where(big, 1.0, lam) * cost[None, :]
     if allowed is not None:
         util = np.where(allowed[None, :], util, -np.inf)
     # break exact ties toward lower cost

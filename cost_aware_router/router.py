@@ -111,10 +111,13 @@ class Router:
     # -- prediction ------------------------------------------------------------------
     @property
     def embedder(self):
+        """The pack's default embedder, unless one was given with ``use_embedder`` (``--embedder``):
+        a router file never chooses which folder is loaded; a mismatch with its recorded identity is
+        an error that says to pass the right embedder explicitly."""
         if self._embedder is None:
             from .embed import get_embedder
 
-            emb = get_embedder(self.embedder_identity.get("spec", "default"))
+            emb = get_embedder()
             emb.check_identity(self.embedder_identity)
             self._embedder = emb
         return self._embedder
@@ -256,7 +259,8 @@ class Router:
         col = f"predicted {metric}"
         lines.append(f"{'candidate':<{width}}{col:>{len(col) + 2}}{'s/image':>10}{'score':>9}")
         for j, n in enumerate(self.names):
-            util = z[j] - lam * cost[j]
+            with np.errstate(over="ignore"):  # a cost weight near 1e308
+                util = z[j] - lam * cost[j]
             flag = "  <- chosen" if j == c else ("  (over the cap)" if not ok[j] else "")
             lines.append(f"{n:<{width}}{q[n]:>{len(col) + 2}.3f}{cost[j]:>10.3g}{util:>9.2f}{flag}")
         lines.append(f"score = predicted quality (in standard deviations of {metric}) - cost weight {lam:.3g} x "

@@ -2,6 +2,12 @@
 
 ``save_router`` writes atomically and refuses to replace an existing file unless asked;
 ``load_router`` validates every field and tensor shape and names what is wrong.
+
+A router file is data only: it cannot name code, a folder or a file to load (the embedder comes from the
+pack or from the caller, never from the file). Reading is bounded: only a regular file is opened, its
+JSON header may be at most ``MAX_HEADER_BYTES``, the metadata may hold only the known top-level keys,
+and its lists are capped (``MAX_CANDIDATES`` candidates, ``MAX_CALIBRATION`` calibration points,
+``reference.MAX_REFERENCE`` reference prompts, anchor prompts of at most ``MAX_PROMPT_CHARS`` characters).
 """
 
 from __future__ import annotations
@@ -9,22 +15,29 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 
 from .added import AddedCandidate
 from .errors import RouterError, RouterFileError
-from .fileutil import atomic_write
+from .fileutil import atomic_write, open_regular
 from .predictors import get_predictor_class
-from .reference import Reference
+from .reference import MAX_REFERENCE, Reference
 from .router import Router
+from .scored.record import MAX_CANDIDATES, MAX_FIELD_CHARS, MAX_NAME_CHARS, MAX_PROMPT_CHARS
 from .validate import is_finite
 
 FORMAT = "cost_aware_router"
 FORMAT_VERSION = 1
 REQUIRED_PARAMS = {"knn": ("k",), "ridge": ("penalty",), "mlp": ("hidden", "dim", "outputs"),
                    "knn_or_ridge": ("value",)}
+MAX_HEADER_BYTES = 8 << 20  # the safetensors JSON header, metadata included (the default router's is 21 kB)
+MAX_CALIBRATION = 10_000  # points of the calibration curve (training writes budget.CALIBRATION_POINTS = 200)
+MAX_EMBED_DIM = 65_536
+META_KEYS = frozenset({"format", "format_version", "candidates", "embedder", "predictor", "metric", "norm",
+                       "calibration", "default_budget", "training", "reference", "added"})
 
 
 def metadata(router: Router) -> dict:
@@ -56,7 +69,8 @@ def save_router(router: Router, path: str | os.PathLike, overwrite: bool = False
     if router.added:
         tensors["added_scores"] = np.stack([a.scores for a in router.added], axis=1)
     tensors = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "router": json.dumps(metadata(router))}
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+            "router": json.dumps(metadata(router), ensure_ascii=False)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), overwrite=overwrite)
 
 
@@ -65,70 +79,120 @@ def _need(cond: bool, path, what: str) -> None:
         raise RouterFileError(f"{path}: {what}")
 
 
-def _read(path: Path) -> tuple[dict, dict]:
-    """The header metadata and tensors of a safetensors file; a pickle is named, never loaded."""
+def _read(path: Path) -> tuple[dict, dict, str]:
+    """The header metadata, tensors and content fingerprint of a safetensors file; a pickle is named, never
+    loaded. Only a regular file is opened (``fileutil.open_regular``), the header is read and size-checked
+    by hand before any parser sees it, and safetensors reads the very file that was checked."""
     from safetensors import safe_open
 
-    if not path.exists():
-        raise RouterFileError(f"router file {path} does not exist")
-    if path.is_dir():
-        raise RouterFileError(f"{path} is a folder, not a router file")
-    try:
-        with safe_open(str(path), framework="numpy") as fh:
-            header = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # safetensors raises several types for corrupt files
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-        # only a file safetensors cannot parse is looked at as a pickle: a valid header may start with 0x80
-        if head[:1] == b"\x80" or head == b"PK":
-            raise RouterFileError(f"{path} is a pickle or torch.save file; router files are safetensors only, "
-                                  "and pickles are never loaded") from None
-        raise RouterFileError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0][:120]})") from None
-    return header, tensors
+    with open_regular(path, "router file", RouterFileError) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if not 0 < n <= min(MAX_HEADER_BYTES, size - 8):
+            _not_safetensors(path, head, f"header length {n:,}" if n > MAX_HEADER_BYTES and n <= size - 8 else
+                             "no valid header")
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, RecursionError):
+            _not_safetensors(path, head, "header is not valid JSON")
+        if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
+            _not_safetensors(path, head, "header is not a JSON object")
+        where = f"/proc/self/fd/{fh.fileno()}"  # the file checked above, whatever the path now names
+        try:
+            with safe_open(where if os.path.exists(where) else str(path), framework="numpy") as st:
+                tensors = {k: st.get_tensor(k) for k in st.keys()}
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            _not_safetensors(path, head, str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__)
+        fh.seek(0)
+        digest = hashlib.blake2b(digest_size=12)
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return header.get("__metadata__") or {}, tensors, digest.hexdigest()
+
+
+def _not_safetensors(path: Path, head: bytes, why: str):
+    # only a file safetensors cannot parse is looked at as a pickle: a valid header may start with 0x80
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise RouterFileError(f"{path} is a pickle or torch.save file; router files are safetensors only, "
+                              "and pickles are never loaded")
+    if why.startswith("header length"):
+        raise RouterFileError(f"{path}: safetensors {why} is over the {MAX_HEADER_BYTES >> 20} MiB limit for a "
+                              "router file's header")
+    raise RouterFileError(f"{path} is not a readable safetensors file ({why})")
 
 
 def _metadata(path: Path, header: dict) -> dict:
     _need(header.get("format") == FORMAT, path, "not a cost-aware router file (no 'format' metadata)")
     try:
         version = int(header.get("format_version", "-1"))
-    except ValueError:
+    except (ValueError, TypeError):
         version = -1
-    _need(version == FORMAT_VERSION, path, f"format version {header.get('format_version')!r}; "
+    _need(version == FORMAT_VERSION, path, f"format version {str(header.get('format_version'))[:20]!r}; "
           f"this version of the pack reads version {FORMAT_VERSION}")
     try:
         meta = json.loads(header.get("router", ""))
     except json.JSONDecodeError as exc:
         raise RouterFileError(f"{path}: router metadata is not valid JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # digit limit, nesting
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise RouterFileError(f"{path}: router metadata is not valid JSON ({why})") from None
     _need(isinstance(meta, dict), path, "router metadata is not a JSON object")
+    unknown = sorted(set(meta) - META_KEYS)
+    _need(not unknown, path, f"unknown metadata key(s) {[k[:40] for k in unknown[:5]]} (this version of the pack "
+          f"reads only its own keys; was the file written by a newer version?)")
     for key in ("candidates", "embedder", "predictor", "metric", "norm", "calibration"):
         _need(key in meta, path, f"metadata lacks '{key}'")
     return meta
 
 
+def _short_text(value, limit: int) -> bool:
+    return isinstance(value, str) and len(value) <= limit
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (bool, int, float)) or _short_text(value, MAX_FIELD_CHARS)
+
+
 def _check_fields(path: Path, meta: dict) -> None:
     """Candidates, embedder identity, normalisation, calibration and default budget."""
     cands = meta["candidates"]
-    _need(isinstance(cands, list) and len(cands) >= 1, path, "'candidates' must be a non-empty list")
+    _need(isinstance(cands, list) and 1 <= len(cands) <= MAX_CANDIDATES, path,
+          f"'candidates' must be a non-empty list of at most {MAX_CANDIDATES}")
     names = []
     for c in cands:
-        _need(isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"].strip(), path,
-              "every candidate needs a non-empty 'name'")
+        _need(isinstance(c, dict) and _short_text(c.get("name"), MAX_NAME_CHARS) and c["name"].strip(), path,
+              f"every candidate needs a non-empty 'name' of at most {MAX_NAME_CHARS} characters")
         cost = c.get("cost")
-        _need(is_finite(cost) and cost >= 0, path, f"candidate '{c['name']}' has an invalid cost {cost!r}")
-        _need(isinstance(c.get("config", {}), dict), path, f"candidate '{c['name']}' config must be an object")
+        _need(is_finite(cost) and cost >= 0, path, f"candidate {c['name']!r} has an invalid cost {cost!r}")
+        config = c.get("config", {})
+        _need(isinstance(config, dict) and len(config) <= 32 and all(
+            _short_text(k, MAX_NAME_CHARS) and _scalar(v) for k, v in config.items()), path,
+            f"candidate {c['name']!r} config must be an object of at most 32 settings, each a number, a boolean, "
+            f"null or a text of at most {MAX_FIELD_CHARS} characters")
         names.append(c["name"])
     _need(len(set(names)) == len(names), path, f"duplicate candidate names in {names}")
     emb = meta["embedder"]
-    _need(isinstance(emb, dict) and isinstance(emb.get("dim"), int) and emb["dim"] > 0, path,
-          "embedder identity lacks a positive 'dim'")
+    _need(isinstance(emb, dict) and isinstance(emb.get("dim"), int) and not isinstance(emb["dim"], bool)
+          and 0 < emb["dim"] <= MAX_EMBED_DIM, path,
+          f"embedder identity lacks a positive 'dim' (at most {MAX_EMBED_DIM:,})")
+    for key in ("spec", "name", "kind", "fingerprint"):
+        _need(emb.get(key) is None or _short_text(emb[key], MAX_FIELD_CHARS), path,
+              f"embedder identity '{key}' must be a text of at most {MAX_FIELD_CHARS} characters, got "
+              f"{type(emb[key]).__name__}")
+    _need(_short_text(meta["metric"], MAX_NAME_CHARS), path,
+          f"'metric' must be a text of at most {MAX_NAME_CHARS} characters")
+    _need(meta.get("training") is None or isinstance(meta["training"], dict), path, "'training' must be an object")
     norm = meta["norm"]
     _need(isinstance(norm, dict) and all(is_finite(norm.get(k)) for k in ("mean", "std")) and norm["std"] > 0, path,
           "'norm' needs a finite mean and a finite, positive std")
     cal = meta["calibration"]
     _need(isinstance(cal, dict) and isinstance(cal.get("cost_weight"), list) and isinstance(cal.get("mean_cost"), list)
-          and len(cal["cost_weight"]) == len(cal["mean_cost"]) and len(cal["cost_weight"]) > 0, path,
-          "'calibration' needs equal, non-empty 'cost_weight' and 'mean_cost' lists")
+          and len(cal["cost_weight"]) == len(cal["mean_cost"]) and 0 < len(cal["cost_weight"]) <= MAX_CALIBRATION,
+          path, f"'calibration' needs equal, non-empty 'cost_weight' and 'mean_cost' lists of at most "
+          f"{MAX_CALIBRATION:,} points")
+    _need(isinstance(cal.get("mean_quality", []), list) and len(cal.get("mean_quality", [])) <= MAX_CALIBRATION, path,
+          f"'calibration' mean qualities must be a list of at most {MAX_CALIBRATION:,}")
     _need(all(is_finite(x) and x >= 0 for x in cal["cost_weight"] + cal["mean_cost"]), path,
           "'calibration' cost weights and mean costs must be finite numbers >= 0")
     _need(all(q is None or is_finite(q) for q in cal.get("mean_quality", [])), path,
@@ -149,6 +213,8 @@ def _predictor(path: Path, meta: dict, tensors: dict, C: int):
     except RouterError as exc:
         raise RouterFileError(f"{path}: {exc}") from None
     params = pred["params"]
+    _need(len(params) <= 32 and all(_scalar(v) for v in params.values()), path,
+          "predictor 'params' must be an object of at most 32 numbers, booleans or short texts")
     _need(is_finite(params.get("alpha")) and 0 <= params["alpha"] <= 1, path,
           f"predictor param 'alpha' must be a number in [0, 1], got {params.get('alpha')!r}")
     for key, kind in (("k", int), ("penalty", float), ("hidden", int), ("dim", int), ("outputs", int),
@@ -193,11 +259,16 @@ def _extras(path: Path, meta: dict, tensors: dict, C: int, added_meta: list):
         return None, []
     _need(isinstance(ref_meta, dict) and all(t in tensors for t in ("ref_x", "ref_oof", "ref_y")), path,
           "'reference' needs tensors 'ref_x', 'ref_oof' and 'ref_y'")
+    rows = tensors["ref_x"].shape[0] if tensors["ref_x"].ndim == 2 else 0
+    _need(1 <= rows <= MAX_REFERENCE, path, f"tensor 'ref_x' must have 1 to {MAX_REFERENCE:,} rows of "
+          f"{d} values, got shape {tuple(tensors['ref_x'].shape)}")
     _need(isinstance(ref_meta.get("anchors"), list) and isinstance(ref_meta.get("anchor_prompts"), list)
-          and all(isinstance(i, int) and not isinstance(i, bool) for i in ref_meta["anchors"])
-          and all(isinstance(p, str) for p in ref_meta["anchor_prompts"])
+          and len(ref_meta["anchors"]) <= rows and len(ref_meta["anchor_prompts"]) <= rows
+          and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < rows for i in ref_meta["anchors"])
+          and all(_short_text(p, MAX_PROMPT_CHARS) for p in ref_meta["anchor_prompts"])
           and all(is_finite(ref_meta.get(k)) for k in ("k", "start", "full", "median")), path,
-          "'reference' needs integer 'anchors', text 'anchor_prompts' and finite 'k', 'start', 'full', 'median'")
+          f"'reference' needs 'anchors' (row indices of 'ref_x', 0 to {rows - 1}), 'anchor_prompts' (texts of at "
+          f"most {MAX_PROMPT_CHARS:,} characters) and finite 'k', 'start', 'full', 'median'")
     reference = Reference.from_state(tensors, ref_meta)
     problems = reference.problems(d, C)
     _need(not problems, path, "; ".join(problems))
@@ -210,19 +281,20 @@ def _extras(path: Path, meta: dict, tensors: dict, C: int, added_meta: list):
     for j, a in enumerate(added_meta):
         _need(isinstance(a, dict) and a.get("mode") in ("absolute", "offset") and isinstance(a.get("ref"), int)
               and 0 <= a["ref"] < C and isinstance(a.get("k"), int) and a["k"] >= 1
-              and is_finite(a.get("shrink")) and 0 <= a["shrink"] <= 1 and is_finite(a.get("mean")), path,
+              and is_finite(a.get("shrink")) and 0 <= a["shrink"] <= 1 and is_finite(a.get("mean"))
+              and (a.get("loo_rmse") is None or isinstance(a["loo_rmse"], float) or is_finite(a["loo_rmse"])), path,
               f"added candidate {j + 1} needs mode 'absolute' or 'offset', a trained 'ref' column, k >= 1, "
               "'shrink' in [0, 1] and a finite 'mean'")
         added.append(AddedCandidate(mode=a["mode"], ref=a["ref"], k=a["k"], shrink=float(a["shrink"]),
                                     mean=float(a["mean"]), scores=np.asarray(scores[:, j], dtype=np.float32),
-                                    loo_rmse=float(a.get("loo_rmse", float("nan")))))
+                                    loo_rmse=float(a["loo_rmse"] if a.get("loo_rmse") is not None else "nan")))
     return reference, added
 
 
 def load_router(path: str | os.PathLike) -> Router:
     """Load and validate a router file (safetensors with JSON metadata; never pickle)."""
     path = Path(path)
-    header, tensors = _read(path)
+    header, tensors, fingerprint = _read(path)
     meta = _metadata(path, header)
     _check_fields(path, meta)
     cands = meta["candidates"]
@@ -238,14 +310,14 @@ def load_router(path: str | os.PathLike) -> Router:
     reference, added = _extras(path, meta, tensors, C, added_meta)
     router = Router(cands, predictor, meta["embedder"], str(meta["metric"]), meta["norm"], meta["calibration"],
                     meta.get("training"), meta.get("default_budget"), reference, added)
-    router.fingerprint = file_fingerprint(path)
+    router.fingerprint = fingerprint
     return router
 
 
 def file_fingerprint(path: Path) -> str:
     """A short content hash of a router file: which router a decision log line or a held budget belongs to."""
     digest = hashlib.blake2b(digest_size=12)
-    with open(path, "rb") as fh:
+    with open_regular(path, "router file", RouterFileError) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -28,7 +28,7 @@ def _shown(value) -> str:
         return repr(value)
     try:
         return json.dumps(value)[:40]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # not JSON, or nested too deeply to show
         return type(value).__name__
 
 

@@ -279,7 +279,8 @@ CASES = [
      ["export-table", "tifa_160", "{t}/exp", "--data", "{t}/shared"], r"exp.*(is a file|not a folder)", SUB),
     # ---- router files ---------------------------------------------------------------------------------
     ("router-missing", None, ROUTE, r"router file .*router\.safetensors does not exist", SUB),
-    ("router-is-a-folder", folder("router.safetensors"), ROUTE, r"is a folder, not a router file", SUB),
+    ("router-is-a-folder", folder("router.safetensors"), ROUTE,
+     r"router file .*router\.safetensors is a folder, not a file", SUB),
     ("router-truncated", truncated_router, ROUTE, r"not a readable safetensors file", SUB),
     ("router-empty-file", router_file(raw=b""), ROUTE, r"not a readable safetensors file", SUB),
     ("router-corrupt-header", router_file(raw=b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......"), ROUTE,

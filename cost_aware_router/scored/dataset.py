@@ -1,17 +1,35 @@
 """Reading a scored-generations folder: rows of ``generations.jsonl`` and self-describing PNGs,
-validated and averaged per (prompt, candidate) into a prompts x candidates table."""
+validated and averaged per (prompt, candidate) into a prompts x candidates table.
+
+Reading is bounded whatever the folder holds: only regular files are opened (a FIFO, a device or a
+socket is refused before it is opened), a file link may not lead out of the folder, subfolders are
+searched at most ``MAX_DEPTH`` levels deep without following folder links, a row may be at most
+``MAX_ROW_BYTES`` long, and the table at most ``MAX_CELLS`` prompts x candidates.
+
+A candidate's cost is the **median** of its rows' costs, so one stray row cannot move it; rows more
+than ``COST_SPREAD`` times above or below that median are reported in ``Dataset.warnings``. One
+candidate label has one generation config: rows that give it different ``checkpoint``, ``steps``,
+``cfg``, ``sampler`` or ``scheduler`` values are refused (a missing field is not a conflict).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..fileutil import is_inside, open_regular
 from .png import png_text_chunks
-from .record import CONFIG_FIELDS, DEFAULT_METRIC, JSONL_NAME, PNG_KEY, Record, parse_record
+from .record import CONFIG_FIELDS, DEFAULT_METRIC, JSONL_NAME, MAX_CANDIDATES, PNG_KEY, Record, parse_record
+
+MAX_ROW_BYTES = 1 << 20  # one line of generations.jsonl (a PNG record is bounded by png.MAX_TEXT_CHUNK)
+MAX_DEPTH = 32  # subfolder levels below the data folder searched for PNGs
+MAX_CELLS = 20_000_000  # prompts x candidates of the table (about 0.5 GB of arrays)
+COST_SPREAD = 2.0  # rows over this many times their candidate's median cost, or under 1/this, are reported
 
 
 @dataclass
@@ -22,11 +40,12 @@ class Dataset:
     candidates: list[str]
     quality: np.ndarray  # [P, C], NaN where a candidate has no score for a prompt
     counts: np.ndarray  # [P, C] number of rows averaged
-    cost: np.ndarray  # [C] mean seconds per image
+    cost: np.ndarray  # [C] median seconds per image of the candidate's rows
     configs: dict[str, dict]
     metric: str = DEFAULT_METRIC
     skipped: int = 0
     source: str = ""
+    warnings: list[str] = field(default_factory=list)  # one line each; the CLI prints them on stderr
 
     @property
     def complete(self) -> np.ndarray:
@@ -37,7 +56,7 @@ class Dataset:
         idx = np.asarray(prompt_idx)
         return Dataset(
             [self.prompts[i] for i in idx], list(self.candidates), self.quality[idx],
-            self.counts[idx], self.cost.copy(), dict(self.configs), self.metric, 0, self.source,
+            self.counts[idx], self.cost.copy(), dict(self.configs), self.metric, 0, self.source, list(self.warnings),
         )
 
     def restrict(self, candidates: list[str]) -> Dataset:
@@ -51,7 +70,7 @@ class Dataset:
         return Dataset(
             list(self.prompts), list(candidates), self.quality[:, cols], self.counts[:, cols],
             self.cost[cols], {c: self.configs.get(c, {}) for c in candidates}, self.metric, self.skipped,
-            self.source,
+            self.source, list(self.warnings),
         )
 
     def summary(self) -> dict:
@@ -65,25 +84,64 @@ class Dataset:
         }
 
 
-def read_jsonl(path: Path, skip_bad: bool = False) -> tuple[list[Record], int]:
+def _decode(text: str | bytes, where: str, inside: str = ""):
+    """One JSON value, with the reader's errors (malformed, an integer over Python's digit limit, too deep)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: malformed JSON{inside} ({exc.msg})") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's digit limit
+        raise DataError(f"{where}: malformed JSON{inside} ({str(exc).split(';')[0]})") from None
+    except RecursionError:
+        raise DataError(f"{where}: malformed JSON{inside} (nested too deeply)") from None
+
+
+def _parse(obj, where: str) -> Record:
+    try:
+        return parse_record(obj, where)
+    except RecursionError:  # a deeply nested value where a number or text belongs
+        raise DataError(f"{where}: a field is nested too deeply") from None
+
+
+def _lines(fh):
+    """(line number, bytes) of each line, at most MAX_ROW_BYTES held at a time; an over-long line comes
+    back as None after the rest of it has been read past."""
+    lineno = 0
+    while True:
+        raw = fh.readline(MAX_ROW_BYTES + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = fh.readline(1 << 20)
+            yield lineno, None
+        else:
+            yield lineno, raw
+
+
+def _check_inside(path: Path, folder: Path) -> None:
+    """A file reached through a link must still be in the data folder."""
+    if path.is_symlink() and not is_inside(path, folder):
+        raise DataError(f"{path} is a link to a file outside the data folder {folder}; links may not leave it")
+
+
+def read_jsonl(path: Path, skip_bad: bool = False, folder: Path | None = None) -> tuple[list[Record], int]:
     records, bad = [], 0
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+    _check_inside(path, folder if folder is not None else path.parent)
+    with open_regular(path, "", DataError) as fh:
+        for lineno, raw in _lines(fh):
             where = f"{path}:{lineno}"
             try:
+                if raw is None:
+                    raise DataError(f"{where}: row is longer than {MAX_ROW_BYTES >> 20} MiB (the limit for one row)")
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise DataError(f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: malformed JSON ({exc.msg})") from None
-                except ValueError as exc:  # e.g. an integer literal over Python's digit limit
-                    raise DataError(f"{where}: malformed JSON ({str(exc).split(';')[0]})") from None
-                records.append(parse_record(obj, where))
+                records.append(_parse(_decode(line, where), where))
             except DataError:
                 if not skip_bad:
                     raise
@@ -91,22 +149,44 @@ def read_jsonl(path: Path, skip_bad: bool = False) -> tuple[list[Record], int]:
     return records, bad
 
 
+def png_files(folder: Path) -> list[Path]:
+    """The ``*.png`` entries under ``folder`` in path order: at most MAX_DEPTH levels deep, folder links not
+    followed (a folder named ``x.png`` is searched like any folder, not read as an image)."""
+    found, stack = [], [(folder, 0)]
+    while stack:
+        here, depth = stack.pop()
+        try:
+            with os.scandir(here) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise DataError(f"cannot list folder {here} ({exc.strerror or exc})") from None
+        for e in entries:
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if depth + 1 > MAX_DEPTH:
+                    raise DataError(f"{e.path}: folders nested more than {MAX_DEPTH} levels below the data folder "
+                                    f"{folder} (the limit searched for PNGs)")
+                stack.append((Path(e.path), depth + 1))
+            elif e.name.endswith(".png"):
+                found.append(Path(e.path))
+    return sorted(found)
+
+
 def read_png_records(folder: Path, seen_images: set[str], skip_bad: bool = False) -> tuple[list[Record], int]:
     records, bad = [], 0
-    for png in sorted(folder.rglob("*.png")):
+    for png in png_files(folder):
         rel = png.relative_to(folder).as_posix()
         if rel in seen_images:
             continue
         try:
-            text = png_text_chunks(png).get(PNG_KEY)
+            _check_inside(png, folder)
+            text = png_text_chunks(png, keys={PNG_KEY}).get(PNG_KEY)
             if text is None:
                 continue
-            try:
-                obj = json.loads(text)
-            except ValueError as exc:
-                msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(";")[0]
-                raise DataError(f"{png}: malformed JSON in '{PNG_KEY}' text chunk ({msg})") from None
-            rec = parse_record(obj, str(png))
+            rec = _parse(_decode(text, str(png), f" in '{PNG_KEY}' text chunk"), str(png))
             rec.extra["image"] = rel
             records.append(rec)
         except DataError:
@@ -119,14 +199,18 @@ def read_png_records(folder: Path, seen_images: set[str], skip_bad: bool = False
 def read_records(folder: str | Path, skip_bad: bool = False) -> tuple[list[Record], int]:
     """All records of a scored-generations folder and the number of bad rows skipped."""
     folder = Path(folder)
-    if not folder.exists():
+    try:
+        exists, is_dir = folder.exists(), folder.is_dir()
+    except OSError as exc:
+        raise DataError(f"data folder {folder} cannot be read ({exc.strerror or exc})") from None
+    if not exists:
         raise DataError(f"data folder {folder} does not exist")
-    if not folder.is_dir():
+    if not is_dir:
         raise DataError(f"{folder} is a file; give the folder that holds {JSONL_NAME}")
     jsonl = folder / JSONL_NAME
     records, bad = [], 0
-    if jsonl.is_file():
-        records, bad = read_jsonl(jsonl, skip_bad)
+    if os.path.lexists(jsonl):
+        records, bad = read_jsonl(jsonl, skip_bad, folder)
     seen = {str(r.extra["image"]) for r in records if "image" in r.extra}
     png_records, png_bad = read_png_records(folder, seen, skip_bad)
     records += png_records
@@ -139,31 +223,70 @@ def read_records(folder: str | Path, skip_bad: bool = False) -> tuple[list[Recor
     return records, bad
 
 
+def _configs(records: list[Record], names: dict[str, int], source: str) -> dict[str, dict]:
+    """Each candidate's generation settings; two rows that give one candidate different values are refused."""
+    configs: dict[str, dict] = {c: {} for c in names}
+    first: dict[tuple[str, str], Record] = {}
+    for r in records:
+        for k in CONFIG_FIELDS:
+            if k not in r.extra:
+                continue
+            seen = first.setdefault((r.candidate, k), r)
+            if seen is not r and seen.extra[k] != r.extra[k]:
+                raise DataError(
+                    f"{r.where or source}: candidate '{r.candidate}' has {k} {r.extra[k]!r} here but {seen.extra[k]!r} "
+                    f"at {seen.where or source}; one candidate name must have one generation config (give the "
+                    "other config its own name)")
+            configs[r.candidate].setdefault(k, r.extra[k])
+    return configs
+
+
+def _costs(records: list[Record], names: dict[str, int], source: str) -> tuple[np.ndarray, list[str]]:
+    """Each candidate's median row cost, and a warning per candidate whose rows stray from it."""
+    costs: list[list[float]] = [[] for _ in names]
+    for r in records:
+        costs[names[r.candidate]].append(r.cost)
+    median = np.array([float(np.median(c)) for c in costs])
+    warnings = []
+    for name, j in names.items():
+        c = np.asarray(costs[j])
+        med = median[j]
+        odd = (c > COST_SPREAD * med) | (c < med / COST_SPREAD)
+        if odd.any():
+            extreme = int(np.argmax(np.abs(np.log((c + 1e-12) / (med + 1e-12)))))
+            where = [r.where for r in records if r.candidate == name][extreme] or source
+            warnings.append(
+                f"{source or 'data'}: candidate '{name}': {int(odd.sum())} of {len(c)} row(s) cost more than "
+                f"{COST_SPREAD:g}x or under 1/{COST_SPREAD:g} of its median {med:g} s (from {c.min():g} to "
+                f"{c.max():g} s; the farthest at {where}); its cost is the median, {med:g} s/image")
+    return np.round(median, 9), warnings
+
+
 def aggregate(records: list[Record], metric: str = DEFAULT_METRIC, source: str = "") -> Dataset:
-    """Average rows per (prompt, candidate) into a prompts x candidates table."""
+    """Average rows per (prompt, candidate) into a prompts x candidates table; a candidate's cost is the
+    median of its rows' costs."""
     prompts: dict[str, int] = {}
     candidates: dict[str, int] = {}
     for r in records:
         prompts.setdefault(r.prompt, len(prompts))
         candidates.setdefault(r.candidate, len(candidates))
+    if len(candidates) > MAX_CANDIDATES:
+        raise DataError(f"{source or 'data'}: {len(candidates):,} candidates; at most {MAX_CANDIDATES} are allowed "
+                        "(is 'candidate' holding something else, such as a seed or a file name?)")
+    if len(prompts) * len(candidates) > MAX_CELLS:
+        raise DataError(f"{source or 'data'}: {len(prompts):,} prompts x {len(candidates)} candidates is over the "
+                        f"limit of {MAX_CELLS:,} cells; split the folder")
+    configs = _configs(records, candidates, source)
+    cost, warnings = _costs(records, candidates, source)
     total = np.zeros((len(prompts), len(candidates)))
     counts = np.zeros((len(prompts), len(candidates)))
-    cost_sum = np.zeros(len(candidates))
-    cost_n = np.zeros(len(candidates))
-    configs: dict[str, dict] = {c: {} for c in candidates}
     available: set[str] = set()
     for r in records:
-        c = candidates[r.candidate]
-        cost_sum[c] += r.cost
-        cost_n[c] += 1
-        for k in CONFIG_FIELDS:
-            if k in r.extra:
-                configs[r.candidate].setdefault(k, r.extra[k])
         available.update(r.scores)
         value = r.metric(metric)
         if value is None:
             continue
-        p = prompts[r.prompt]
+        p, c = prompts[r.prompt], candidates[r.candidate]
         total[p, c] += value
         counts[p, c] += 1
     if counts.sum() == 0:
@@ -171,8 +294,7 @@ def aggregate(records: list[Record], metric: str = DEFAULT_METRIC, source: str =
         raise DataError(f"{source or 'data'}: no row has metric '{metric}'; metrics present: {known}")
     with np.errstate(invalid="ignore", divide="ignore"):
         quality = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
-    cost = np.round(cost_sum / cost_n, 9)  # a mean of equal costs stays that cost
-    return Dataset(list(prompts), list(candidates), quality, counts, cost, configs, metric, 0, source)
+    return Dataset(list(prompts), list(candidates), quality, counts, cost, configs, metric, 0, source, warnings)
 
 
 def load_dataset(folder: str | Path, metric: str = DEFAULT_METRIC, skip_bad: bool = False) -> Dataset:
