@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RouterError
+from .fileutil import file_kind
 
 try:  # POSIX only; on Windows appends go without the advisory lock
     import fcntl
@@ -131,19 +132,8 @@ def _encode_record(record: dict, index: int) -> bytes:
 
 
 def _refuse_kind(path: str, mode: int) -> None:
-    if stat.S_ISREG(mode):
-        return
-    if stat.S_ISDIR(mode):
-        kind = "a folder"
-    elif stat.S_ISFIFO(mode):
-        kind = "a FIFO (named pipe)"
-    elif stat.S_ISSOCK(mode):
-        kind = "a socket"
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        kind = "a device"
-    else:
-        kind = "not a regular file"
-    raise RouterError(f"decision log {path} is {kind}, not a regular file")
+    if not stat.S_ISREG(mode):
+        raise RouterError(f"decision log {path} is {file_kind(mode)}, not a regular file")
 
 
 def _open_checked(path: str, flags: int, creating: bool, fallback_flags: int | None = None) -> int:

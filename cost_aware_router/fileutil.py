@@ -18,7 +18,8 @@ MAX_NAME_BYTES = 200  # an output file or folder name (UTF-8 bytes), suffix incl
 
 
 # -- reading: regular files only -------------------------------------------------------------------------------
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words ('a folder', 'a FIFO (named pipe)', ...)."""
     for test, word in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
@@ -56,7 +57,7 @@ def check_regular(path: str | os.PathLike, what: str = "file", error: type[Route
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{_named(what, path)} is a folder, not a file")
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{_named(what, path)} is {_kind(st.st_mode)}, not a regular file")
+        raise error(f"{_named(what, path)} is {file_kind(st.st_mode)}, not a regular file")
     return st
 
 
@@ -78,7 +79,7 @@ def open_regular(path: str | os.PathLike, what: str = "file", error: type[Router
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # replaced between the check and the open
-            raise error(f"{_named(what, path)} is {_kind(st.st_mode)}, not a regular file")
+            raise error(f"{_named(what, path)} is {file_kind(st.st_mode)}, not a regular file")
         if nonblock:
             import fcntl
 
