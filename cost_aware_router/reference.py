@@ -9,13 +9,23 @@ It serves three things:
   quality, and beyond ``full`` the router chooses as if it knew nothing about the prompt: the
   candidate that is best on average for the budget.
 * **anchor prompts** -- a representative subset (one prompt per spherical k-means cluster) for
-  which a new candidate can be scored and added without retraining (``extend.py``).
+  which a new candidate can be scored and added without retraining (``extend.py``). The shipped
+  router's anchors are shown in public demos (the Router Anchor Prompts node, ``cost-aware-router
+  anchors``, the add_candidate example workflow), so ``scripts/build_default_router.py`` chooses
+  them with ``Reference.with_demo_safe_anchors``: each cluster is represented by its nearest prompt
+  that is fit for a public demo (``demo_safe``: no prompt that names a real person or mentions
+  drugs, violence or sexual content, by the whole-word, case-insensitive blocklist
+  ``DEMO_BLOCKLIST``); only when no such prompt is left does a cluster take its nearest prompt of
+  any kind. The clusters, the reference rows and the out-of-distribution figures do not change, nor
+  does the file format. A router trained on a user's own prompts keeps its plain medoids.
 * **calibration after a change** -- the reference prompts' out-of-fold predictions and true
   (normalised) scores let a changed router recompute its budget calibration.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +40,46 @@ OOD_START_PERCENTILE = 99.0
 OOD_MIN_START = 0.5
 OOD_MIN_RAMP = 0.15
 
+# Words and phrases that keep a prompt from being an anchor (matched as whole words, any case):
+# real people (names in the shipped rating tables and other public figures often found in prompt
+# collections, and titles that name one person), drugs, alcohol and tobacco, violence and gore, and
+# sexual content. A name list cannot be complete: it is tuned to the prompts the default router is
+# built from (data/) and errs on the side of leaving a prompt out.
+DEMO_BLOCKLIST = (
+    # real people
+    "biden", "obama", "barak", "barack", "trump", "stalin", "hitler", "putin", "sartre", "pope", "henry cavill",
+    "cavill", "tony danza", "bill gates", "jason statham", "statham", "elon musk", "musk", "kardashian",
+    "taylor swift", "zuckerberg", "queen elizabeth", "churchill", "lenin", "mao", "gandhi", "einstein", "kanye",
+    "beyonce", "rihanna", "keanu", "nicolas cage", "tom cruise", "emma watson", "scarlett johansson", "walter white",
+    "kelly family", "president", "prime minister",
+    # drugs, alcohol, tobacco
+    "drug", "drugs", "cocaine", "heroin", "meth", "weed", "marijuana", "cannabis", "lsd", "stoned", "drunk",
+    "alcohol", "smoking", "smoke", "cigarette", "cigarettes", "cigar", "breaking bad",
+    # violence, gore, weapons, death
+    "blood", "bloody", "bloodied", "bloodborne", "gore", "gory", "punch", "punches", "punching", "kill", "kills",
+    "killing", "killer", "murder", "gun", "guns", "shoot", "shooting", "war", "warfare", "fight", "fights",
+    "fighting", "attack", "attacks", "assassin", "bodies", "corpse", "dead", "death", "suicide", "jumping off",
+    "torture", "weapon", "weapons", "axe", "bomb", "atomic", "nuclear", "explosion", "terrified", "horrified",
+    "disease", "deformed", "apocalypse",
+    # sexual content
+    "nude", "naked", "nsfw", "sexy", "erotic", "lingerie",
+)
+_BLOCKED = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(DEMO_BLOCKLIST, key=len, reverse=True))
+                      + r")\b", re.IGNORECASE)
+
+
+def demo_safe(prompt: str) -> bool:
+    """Whether a prompt may be shown as an anchor in a public demo (no word of ``DEMO_BLOCKLIST``)."""
+    return _BLOCKED.search(prompt) is None
+
+
+def reference_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Which of ``n`` training rows a reference set keeps: all of them up to ``MAX_REFERENCE``, else a
+    seeded sample of that many (in row order)."""
+    if n > MAX_REFERENCE:
+        return np.sort(np.random.default_rng(seed).choice(n, MAX_REFERENCE, replace=False))
+    return np.arange(n)
+
 
 def top_k_distance(E: np.ndarray, R: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
     """One minus the mean cosine similarity of each row of ``E`` to its ``k`` nearest rows of ``R``."""
@@ -43,8 +93,11 @@ def top_k_distance(E: np.ndarray, R: np.ndarray, k: int, exclude_self: bool = Fa
     return 1.0 - top.mean(axis=1).astype(np.float64)
 
 
-def spherical_kmeans_medoids(X: np.ndarray, n: int, seed: int = 0, iters: int = 25) -> np.ndarray:
-    """Indices of ``n`` representative rows: the row nearest each spherical k-means centroid."""
+def spherical_kmeans_medoids(X: np.ndarray, n: int, seed: int = 0, iters: int = 25,
+                             allowed: np.ndarray | None = None) -> np.ndarray:
+    """Indices of ``n`` representative rows: the row nearest each spherical k-means centroid. With
+    ``allowed`` (a boolean per row), each centroid takes its nearest allowed row not yet taken, and
+    only a centroid with no allowed row left takes its nearest row of any kind."""
     n = min(n, len(X))
     if n >= len(X):
         return np.arange(len(X))
@@ -66,11 +119,14 @@ def spherical_kmeans_medoids(X: np.ndarray, n: int, seed: int = 0, iters: int = 
                 c = members.sum(axis=0)
                 C[j] = c / (np.linalg.norm(c) or 1.0)
     sims = X @ C.T
+    ok = np.ones(len(X), dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
     chosen: list[int] = []
     taken = np.zeros(len(X), dtype=bool)
     for j in np.argsort(-np.bincount(np.argmax(sims, axis=1), minlength=n), kind="stable"):
         order = np.argsort(-sims[:, j])
-        i = int(next(i for i in order if not taken[i]))
+        i = next((int(i) for i in order if not taken[i] and ok[i]), None)
+        if i is None:
+            i = int(next(i for i in order if not taken[i]))
         taken[i] = True
         chosen.append(i)
     return np.array(sorted(chosen))
@@ -92,9 +148,7 @@ class Reference:
     def build(cls, X: np.ndarray, oof: np.ndarray, Y: np.ndarray, prompts: list[str], seed: int = 0,
               n_anchors: int = N_ANCHORS) -> Reference:
         X = np.asarray(X, dtype=np.float32)
-        rows = np.arange(len(X))
-        if len(rows) > MAX_REFERENCE:
-            rows = np.sort(np.random.default_rng(seed).choice(len(X), MAX_REFERENCE, replace=False))
+        rows = reference_rows(len(X), seed)
         x = X[rows]
         loo = top_k_distance(x, x, OOD_K, exclude_self=True) if len(x) > 1 else np.zeros(len(x))
         median = float(np.median(loo)) if len(loo) else 0.0
@@ -105,6 +159,21 @@ class Reference:
         return cls(x=x, oof=np.asarray(oof, dtype=np.float32)[rows], y=np.asarray(Y, dtype=np.float32)[rows],
                    anchors=anchors, anchor_prompts=[prompts[int(rows[i])] for i in anchors],
                    k=OOD_K, start=start, full=full, median=median)
+
+    def with_demo_safe_anchors(self, prompts: list[str], seed: int = 0) -> Reference:
+        """The same reference set with its anchors chosen again as ``build`` chose them, each cluster
+        represented by its nearest prompt fit for a public demo (``demo_safe``). ``prompts`` are the
+        training prompts in the order ``build`` got them, and ``seed`` is the one it used."""
+        rows = reference_rows(len(prompts), seed)
+        if len(rows) != len(self.x):
+            raise ValueError(f"{len(prompts)} training prompts do not give this reference set's {len(self.x)} rows")
+        n = len(self.anchors)
+        plain = spherical_kmeans_medoids(self.x, n, seed)
+        if [prompts[int(rows[i])] for i in plain] != list(self.anchor_prompts):
+            raise ValueError("these are not the prompts (or the seed) this reference set was built from")
+        allowed = np.array([demo_safe(prompts[int(r)]) for r in rows], dtype=bool)
+        anchors = spherical_kmeans_medoids(self.x, n, seed, allowed=allowed)
+        return dataclasses.replace(self, anchors=anchors, anchor_prompts=[prompts[int(rows[i])] for i in anchors])
 
     # -- out of distribution -----------------------------------------------------------
     def distance(self, E: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.pool import candidate_entry, chain_candidates, describe
-from .common import CATEGORY, NODE_PREFIX, Candidates
+from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Candidates
 
 
 class CandidateNode(io.ComfyNode):
@@ -19,6 +19,7 @@ class CandidateNode(io.ComfyNode):
             category=CATEGORY,
             description="Declares one candidate the router may choose: a checkpoint with its sampling settings. "
                         "Chain several into a Candidate Pool; several may share a checkpoint at different step counts.",
+            **KEEP_REPORT,
             inputs=[
                 io.String.Input("label", default="sd15-50",
                                 tooltip="Name of this candidate. Must match a candidate name in the router file."),
@@ -43,4 +44,10 @@ class CandidateNode(io.ComfyNode):
     def execute(cls, label, ckpt_name, steps, cfg, sampler_name, scheduler, cost, candidates=None) -> io.NodeOutput:
         chain = chain_candidates(candidates, candidate_entry(label, ckpt_name, steps, cfg, sampler_name, scheduler,
                                                              cost))
-        return io.NodeOutput(chain, ui=ui.PreviewText(describe(chain[-1])))
+        return io.NodeOutput(chain, ui=ui.PreviewText(report(chain)))
+
+
+def report(chain: list[dict]) -> str:
+    """What the node shows: this candidate's settings and where its cost comes from."""
+    c = chain[-1]
+    return describe(c) + ("" if c.get("cost") else "; cost: the router file's")

@@ -10,7 +10,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..cost_aware_router.errors import RouterError
-from ..cost_aware_router.fileutil import safe_child
+from ..cost_aware_router.fileutil import resolve_under, safe_child
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 PACK_WEIGHTS = PACK_DIR / "router_weights"
@@ -20,6 +20,11 @@ NODE_PREFIX = "CostAwareRouter"
 DATA_ROOTS_ENV = "COST_AWARE_ROUTER_DATA_ROOTS"
 
 SCORER_FOLDER = "clip_scorers"
+
+# A node whose report is drawn on it (web/cost_aware_router.js) asks ComfyUI to re-send the report on a
+# cached re-run; a ComfyUI whose schema lacks the flag simply does not.
+KEEP_REPORT = ({"has_intermediate_output": True}
+               if "has_intermediate_output" in getattr(io.Schema, "__dataclass_fields__", {}) else {})
 
 Candidates = io.Custom("COST_AWARE_CANDIDATES")
 Pool = io.Custom("COST_AWARE_POOL")
@@ -93,6 +98,21 @@ def router_output(output_name: str, overwrite: bool) -> Path:
     if out.exists() and not overwrite:
         raise RouterError(f"{out.name} already exists in {out.parent}; switch on overwrite to replace it")
     return out
+
+
+DATA_FOLDER_TOOLTIP = ("Folder of scored generations: a name looked up in ComfyUI's input, output and user folders, "
+                       "in that order (the collection workflow saves into output/<its folder>), or an absolute path "
+                       "under one of them or under COST_AWARE_ROUTER_DATA_ROOTS.")
+
+
+def find_data_folder(data_folder: str, what_to_do_first: str) -> Path:
+    """``data_folder`` under the allowed roots; a folder that does not exist yet says what to do first."""
+    try:
+        return resolve_under(data_folder, data_roots(), "data folder")
+    except RouterError as exc:
+        if "does not exist" in str(exc):
+            raise RouterError(f"{exc}. {what_to_do_first}") from exc
+        raise
 
 
 def data_roots() -> list[str]:

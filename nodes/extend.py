@@ -6,11 +6,14 @@ from comfy_api.latest import io, ui
 
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.extend import add_candidate_from_dataset, anchor_prompts, describe_addition
-from ..cost_aware_router.fileutil import resolve_under
 from ..cost_aware_router.router_file import save_router
 from ..cost_aware_router.scored import load_dataset
-from .common import CATEGORY, NODE_PREFIX, data_roots, router_input, router_output
+from .common import CATEGORY, DATA_FOLDER_TOOLTIP, NODE_PREFIX, find_data_folder, router_input, router_output
 from .shared import get_router
+
+FIRST = ("First generate and score the new candidate on the anchor prompts: in the collect_scored_generations "
+         "workflow, link Router Anchor Prompts' prompts into Candidate Sweep, keep only the new candidate in the pool, "
+         "score in the router's metric and save into a folder of this name.")
 
 
 class AnchorPromptsNode(io.ComfyNode):
@@ -53,9 +56,8 @@ class AddCandidateNode(io.ComfyNode):
             inputs=[
                 router_input(),
                 io.String.Input("data_folder", default="new_candidate",
-                                tooltip="Scored generations of the new candidate on the anchor prompts, relative to "
-                                        "ComfyUI's input folder (or an absolute path under the input, output or user "
-                                        "folder, or under COST_AWARE_ROUTER_DATA_ROOTS)."),
+                                tooltip="Scored generations of the new candidate on the anchor prompts. "
+                                        + DATA_FOLDER_TOOLTIP),
                 io.String.Input("candidate", default="",
                                 tooltip="The new candidate's label in that folder (also its label in the router and "
                                         "the pool)."),
@@ -80,7 +82,7 @@ class AddCandidateNode(io.ComfyNode):
     def execute(cls, router, data_folder, candidate, metric, cost, output_name, overwrite) -> io.NodeOutput:
         if not candidate.strip():
             raise RouterError("Add Candidate to Router: name the new candidate's label")
-        folder = resolve_under(data_folder, data_roots(), "data folder")
+        folder = find_data_folder(data_folder, FIRST)
         out = router_output(output_name, overwrite)
         ds = load_dataset(folder, metric=metric.strip() or "score")
         new, report = add_candidate_from_dataset(get_router(router), ds, candidate, None if cost < 0 else cost)

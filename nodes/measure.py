@@ -11,7 +11,7 @@ from comfy_api.latest import io, ui
 
 import nodes as comfy_nodes
 
-from .common import CATEGORY, NODE_PREFIX, Pool
+from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool
 
 
 def sample_once(model, clip, vae, cand: dict, width: int, height: int, seed: int = 0) -> None:
@@ -32,6 +32,7 @@ class MeasureCostsNode(io.ComfyNode):
             description="Times every candidate of the pool on this machine at this resolution (a warm-up, then "
                         "timed text-encode + sample + decode runs) and returns the pool with those costs, so the "
                         "router and the save node use real seconds per image.",
+            **KEEP_REPORT,
             inputs=[
                 Pool.Input("pool", tooltip="Candidate Pool to measure."),
                 io.Int.Input("width", default=512, min=64, max=8192, step=8, tooltip="Image width to time at."),
@@ -62,7 +63,7 @@ class MeasureCostsNode(io.ComfyNode):
                 bar.update_absolute(done)
             cost = statistics.median(times)
             measured[label] = round(cost, 4)
-            lines.append(f"{label}: {cost:.3f} s/image ({cand['steps']} steps, {width}x{height}, median of "
-                         f"{timed_runs})")
-        text = "\n".join(lines)
+            lines.append(f"{label}: {cost:.3g} s ({cand['steps']} steps)")
+        text = "\n".join([f"s/image on this machine, {width}x{height}, median of {timed_runs} run(s):", *lines,
+                          "used instead of the router file's costs"])
         return io.NodeOutput(pool.with_costs(measured), text, ui=ui.PreviewText(text))

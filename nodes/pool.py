@@ -10,8 +10,8 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import io, ui
 
-from ..cost_aware_router.pool import CandidatePool, describe
-from .common import CATEGORY, NODE_PREFIX, Candidates, Pool
+from ..cost_aware_router.pool import CandidatePool
+from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Candidates, Pool
 from .shared import RESIDENT
 
 PRELOAD, ON_FIRST_USE = "preload all", "load on first use"
@@ -26,6 +26,7 @@ class CandidatePoolNode(io.ComfyNode):
             category=CATEGORY,
             description="Keeps the candidates' checkpoints resident across queue runs, so switching candidates "
                         "between prompts costs no reload. Each distinct checkpoint is loaded once.",
+            **KEEP_REPORT,
             inputs=[
                 Candidates.Input("candidates", tooltip="Chain of Router Candidate nodes."),
                 io.Combo.Input("load_policy", options=[ON_FIRST_USE, PRELOAD], default=ON_FIRST_USE,
@@ -45,5 +46,22 @@ class CandidatePoolNode(io.ComfyNode):
         if load_policy == PRELOAD:
             bar = comfy.utils.ProgressBar(max(1, len(pool.checkpoints)))
             pool.preload(lambda done, total: bar.update_absolute(done, total))
-        text = "\n".join(describe(c) for c in candidates) + "\n" + pool.report()
-        return io.NodeOutput(pool, ui=ui.PreviewText(text))
+        return io.NodeOutput(pool, ui=ui.PreviewText(report(pool)))
+
+
+def report(pool: CandidatePool) -> str:
+    """What the node shows: this pool's checkpoints, loaded or not when the node ran (with loads so
+    far), then any other checkpoint this ComfyUI process keeps loaded, said to be other workflows'."""
+    mine = pool.checkpoints
+    resident = pool.cache.resident()
+    lines = [f"{len(mine)} checkpoint(s), {len(pool.candidates)} candidates, at this run:"]
+    for ckpt in mine:
+        loads = pool.cache.loads[ckpt]
+        lines.append(f"  {ckpt}: " + (f"loaded ({loads} load{'s' if loads != 1 else ''} so far)" if ckpt in resident
+                                      else "not loaded"))
+    if not any(c in resident for c in mine):
+        lines.append("each loads when the router first chooses it")
+    other = [k for k in resident if k not in mine]
+    if other:
+        lines.append(f"also loaded in this ComfyUI for other workflows: {', '.join(other)}")
+    return "\n".join(lines)

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.budget import BUDGET_MODES, DEFAULT, HOLD, Budget
-from .common import CATEGORY, NODE_PREFIX, Pool, SamplerName, SchedulerName, router_input
+from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool, SamplerName, SchedulerName, router_input
 from .shared import get_router, log_decision, route_held
 
-log = logging.getLogger("cost_aware_router")
 
-
-def show_on_node(text: str, node_id) -> None:
-    """Draw the decision on the node itself (ComfyUI's text-on-node channel), besides the ui text."""
-    if not node_id:
-        return
-    try:
-        from server import PromptServer
-
-        PromptServer.instance.send_progress_text(text, node_id)
-    except (ImportError, AttributeError, RuntimeError) as exc:  # no server (headless) or an older ComfyUI
-        log.debug("[CostAwareRouter] cannot draw on the node: %s", exc)
+def show_on_node(text: str) -> ui.PreviewText:
+    """The decision as the node's ui text. web/cost_aware_router.js draws it in a fixed-size box on the
+    node (so the node is as large before a run as after) and keeps it in the node's properties for
+    later page sessions; ``has_intermediate_output`` makes ComfyUI re-send it on a cached re-run."""
+    return ui.PreviewText(text)
 
 
 class CostAwareRouterNode(io.ComfyNode):
@@ -35,6 +26,7 @@ class CostAwareRouterNode(io.ComfyNode):
             description="Predicts every candidate's quality for this prompt and picks the one with the best "
                         "predicted quality minus cost weight x cost; outputs its model and sampler settings.",
             hidden=[io.Hidden.unique_id],
+            **KEEP_REPORT,
             inputs=[
                 Pool.Input("pool", tooltip="Candidate Pool whose labels match the router file's candidates."),
                 io.String.Input("prompt", multiline=True, default="",
@@ -96,6 +88,5 @@ class CostAwareRouterNode(io.ComfyNode):
         cand = pool.candidates[decision.candidate]
         model, clip, vae = pool.load(decision.candidate)
         text = decision.explanation + "\n" + pool.report()
-        show_on_node(text, cls.hidden.unique_id if cls.hidden else None)
         return io.NodeOutput(model, clip, vae, cand["steps"], cand["cfg"], cand["sampler"], cand["scheduler"],
-                             decision.candidate, text, ui=ui.PreviewText(text))
+                             decision.candidate, text, ui=show_on_node(text))

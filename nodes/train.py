@@ -10,13 +10,16 @@ from comfy_api.latest import io, ui
 
 from ..cost_aware_router.embed import get_embedder
 from ..cost_aware_router.evaluate import training_curve
-from ..cost_aware_router.fileutil import resolve_under
 from ..cost_aware_router.plots import plot_deferral
 from ..cost_aware_router.predictors import PREDICTORS
 from ..cost_aware_router.router_file import save_router
 from ..cost_aware_router.scored import load_dataset
 from ..cost_aware_router.train import DEFAULT_PREDICTOR, PROGRESS_TOTAL, train_router
-from .common import CATEGORY, NODE_PREFIX, data_roots, router_output
+from .common import CATEGORY, DATA_FOLDER_TOOLTIP, NODE_PREFIX, find_data_folder, router_output
+
+FIRST = ("First collect one: run the collect_scored_generations workflow (it saves into output/scored_generations), "
+         "or write a public rating table there with 'cost-aware-router export-table tifa_160 "
+         "<ComfyUI>/output/scored_generations'.")
 
 
 class TrainRouterNode(io.ComfyNode):
@@ -30,10 +33,7 @@ class TrainRouterNode(io.ComfyNode):
                         "a cost_aware_router record) and saves it into models/router_weights.",
             is_output_node=True,
             inputs=[
-                io.String.Input("data_folder", default="scored_generations",
-                                tooltip="Folder of scored generations, relative to ComfyUI's input folder (or an "
-                                        "absolute path under the input, output or user folder, or under "
-                                        "COST_AWARE_ROUTER_DATA_ROOTS)."),
+                io.String.Input("data_folder", default="scored_generations", tooltip=DATA_FOLDER_TOOLTIP),
                 io.Combo.Input("predictor", options=sorted(PREDICTORS), default=DEFAULT_PREDICTOR,
                                tooltip="knn: cosine nearest neighbours; ridge: ridge regression; mlp: small "
                                        "neural network; knn_or_ridge: whichever of kNN and ridge routes better. "
@@ -58,7 +58,7 @@ class TrainRouterNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, data_folder, predictor, metric, output_name, overwrite, skip_bad_rows) -> io.NodeOutput:
-        folder = resolve_under(data_folder, data_roots(), "data folder")
+        folder = find_data_folder(data_folder, FIRST)
         out = router_output(output_name, overwrite)
         ds = load_dataset(folder, metric=metric.strip() or "score", skip_bad=skip_bad_rows)
         bar = comfy.utils.ProgressBar(PROGRESS_TOTAL)
@@ -76,7 +76,8 @@ class TrainRouterNode(io.ComfyNode):
         s = curve["summary"]
         report = (f"saved {out.name} ({len(router.names)} candidates, {len(ds.prompts)} prompts, metric {ds.metric}"
                   + (f", {ds.skipped} bad rows skipped" if ds.skipped else "") + ")\n"
-                  f"predictor {router.predictor.kind} {router.predictor.state()[1]}\n"
+                  + "".join(f"warning: {w}\n" for w in ds.warnings)
+                  + f"predictor {router.predictor.kind} {router.predictor.state()[1]}\n"
                   f"out-of-fold gap closed {s['gap_closed']:.1%}; default budget {router.default_budget:.3g} s/image\n"
                   + "\n".join(f"  {n}: cost {v['cost']:.3g} s, mean {ds.metric} {v['mean_quality']:.4g}"
                               for n, v in curve["candidates"].items()))

@@ -5,8 +5,9 @@
 Trains the default router (knn_or_ridge on AGIQA-3K perceptual-quality MOS over SD 1.5 at 50 and 10
 steps, low/high CFG, and SDXL) and cross-validates every predictor on every table and metric of
 the rating tables shipped in data/ (or --data DIR laid out the same way), writing
-router_weights/cv_figures.json and router_weights/default_cv.png. Existing files are replaced only
-with --overwrite.
+router_weights/cv_figures.json and router_weights/default_cv.png. The router's anchor prompts are
+chosen among prompts fit for a public demo (``Reference.with_demo_safe_anchors``). Existing files
+are replaced only with --overwrite.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def main() -> int:
 
     ds = aggregate(table_records(DEFAULT_TABLE, args.data), DEFAULT_METRIC, TABLES[DEFAULT_TABLE]["source"])
     router = train_router(ds, emb, DEFAULT_PREDICTOR)
+    # its anchors are shown in public demos: no real people, drugs, violence (reference.DEMO_BLOCKLIST)
+    router.reference = router.reference.with_demo_safe_anchors(ds.prompts)
     for c in router.candidates:
         c["cost_note"] = next(v["cost_note"] for v in TABLES[DEFAULT_TABLE]["candidates"].values()
                               if v["name"] == c["name"])

@@ -3,7 +3,19 @@
     python scripts/make_example_workflows.py
 
 The workflows are built from a compact description so their links and widget values stay
-consistent; the end-to-end tests convert them to API format with /object_info and run them.
+consistent; the end-to-end tests convert them to API format with /object_info and run them, and
+tests/comfyui/test_browser.py loads them in the real ComfyUI page, checks that no two nodes overlap
+before and after a run and that the frontend keeps the sizes given here.
+
+Layout: every node gets an explicit size at least as large as the one ComfyUI's frontend (1.49.6)
+computes for it, report box included (web/cost_aware_router.js gives each report a fixed height,
+so a run does not resize a node), and nodes are stacked in columns with gaps. Each workflow opens
+with a Markdown note: what it does, what it needs first and what to change on a CPU or a GPU.
+
+Template browser: ComfyUI 1.49.6 shows a custom pack's template by its file name and reads no
+title or description for it (an index.json beside the workflows would be listed as a template of
+its own), so each thumbnail carries the title, a one-line description and what to install, in text
+large enough to read at card size (the cards are about 240 px square).
 """
 
 from __future__ import annotations
@@ -15,6 +27,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "example_workflows"
 PROMPT = "a cozy cabin in a snowy forest at dusk, warm light in the windows, detailed illustration"
+
+TITLE_H = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above a node's pos
+GAP_X, GAP_Y = 50, 40
+
+# Sizes (width, height below the title) at least as large as the frontend's computeSize() for each
+# node as these workflows configure it, report boxes included; measured in ComfyUI frontend 1.49.6
+# by tests/comfyui/test_browser.py, which fails if the frontend draws any node larger than this.
+SIZE = {
+    "note": (460, 420),
+    "candidate": (340, 280),
+    "pool": (380, 200),
+    "prompt": (360, 200),
+    "route": (560, 756),
+    "measure": (380, 250),
+    "sweep": (400, 490),
+    "encode": (340, 110),
+    "latent": (340, 120),
+    "ksampler": (340, 280),
+    "decode": (240, 60),
+    "save_image": (420, 460),
+    "scorer": (360, 150),
+    "save_scored": (400, 480),
+    "train": (420, 380),
+    "preview_image": (560, 420),
+    "anchors": (560, 290),
+    "add": (560, 350),
+}
 
 
 class Graph:
@@ -36,6 +75,12 @@ class Graph:
         self.nodes.append(n)
         return nid
 
+    def note(self, pos, text, size=SIZE["note"]) -> int:
+        """A Markdown note (frontend-only: never sent to the server)."""
+        nid = self.node("MarkdownNote", pos, [text], size=size, title="Read me first")
+        self.nodes[nid - 1]["properties"] = {}
+        return nid
+
     def link(self, src, src_slot, dst, dst_input):
         lid = len(self.links) + 1
         s, d = self.nodes[src - 1], self.nodes[dst - 1]
@@ -47,8 +92,34 @@ class Graph:
 
     def to_json(self):
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-                "links": self.links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+                "links": self.links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.7, "offset": [40, 60]}},
                 "version": 0.4}
+
+
+class Column:
+    """Nodes stacked top to bottom at one x, each below the previous one's body plus a gap and the
+    next one's title bar."""
+
+    def __init__(self, x: int, width: int, y: int = 0):
+        self.x, self.width, self.y = x, width, y
+
+    def place(self, kind: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        w, h = SIZE[kind]
+        pos = (self.x, self.y)
+        self.y += h + GAP_Y + TITLE_H
+        return pos, (w, h)
+
+    @property
+    def right(self) -> int:
+        return self.x + self.width + GAP_X
+
+
+def columns(*widths: int, x: int = 0) -> list[Column]:
+    out = []
+    for w in widths:
+        out.append(Column(x, w))
+        x = out[-1].right
+    return out
 
 
 PURPLE = ("#323", "#535")
@@ -70,51 +141,146 @@ SWEEP_PROMPTS = "\n".join([
     "an isometric pixel-art city block at night",
     "two astronauts playing chess on the moon, photorealistic",
 ])
+# The route_and_generate budget: a target average cost on the default router's calibration curve
+# (router_weights/README.md): about half of always-SDXL's cost.
+TARGET_MODE, TARGET_SECONDS = "target average cost (s/image)", 3.0
+
+NOTES = {
+    "route_and_generate": """\
+## Route each prompt to the cheapest good candidate
+
+Five **Router Candidates** (the default router's: SD 1.5 at 50 and 10 steps, at low and high CFG, and SDXL \
+at 50 steps) → **Candidate Pool** → **Cost-Aware Router** → KSampler. For each prompt the router predicts \
+every candidate's quality and picks the best trade-off of quality and cost. After a run its choice, every \
+candidate's predicted quality and cost, and what the budget means are drawn on the router node.
+
+**Needs first:** `v1-5-pruned-emaonly.safetensors` and `sd_xl_base_1.0.safetensors` in \
+`models/checkpoints`. Other checkpoints: pick them in the candidates but keep the labels (the router's names).
+
+**Budget:** this workflow asks for an average of **3 s/image** on the router's A100 costs: about half the \
+cost of always using SDXL, for an expected quality of 3.09 instead of 3.30 (AGIQA-3K human ratings, 0-5). \
+`router default` (5.46 s/image) gives 3.27, 2 s/image gives 2.99, `best quality` always picks SDXL.
+
+**CPU only:** an image takes minutes. Set `max_cost` to 1.6 to stay on SD 1.5, or to 0.4 for 10 steps only.
+
+**GPU:** nothing to change. SDXL is at its best at 1024×1024 (Empty Latent Image). To route on your own \
+machine's costs, measure them (collect_scored_generations) and type the seconds into each candidate's `cost`.
+""",
+    "collect_scored_generations": """\
+## Collect scored generations: the data for your own router
+
+Your candidates → Candidate Pool → **Measure Candidate Costs** (seconds per image on this machine) → \
+**Candidate Sweep** (every prompt × seed × candidate) → KSampler → **Quality Scorer** → **Save Scored \
+Generation**, into `output/scored_generations`. A rerun resumes where it stopped; then train with train_router.
+
+**Needs first**
+- `v1-5-pruned-emaonly.safetensors` and `sd_xl_turbo_1.0_fp16.safetensors` in `models/checkpoints` (or your \
+own checkpoints in the candidates);
+- a CLIP model for the scorer: Hugging Face `openai/clip-vit-large-patch14` (the folder with `config.json`, \
+weights, tokenizer and `preprocessor_config.json`) in `models/clip_scorers/clip-vit-large-patch14` (create \
+the folder). For PickScore put `yuvalkirstain/PickScore_v1` there and set kind to `pickscore`.
+
+**CPU only:** 4 prompts × 3 candidates take many minutes at 512×512; try 256×256 first (Measure Candidate \
+Costs and Empty Latent Image).
+
+**GPU:** add prompts (a useful router needs 100 or more) and raise `seeds` to 2-4.
+""",
+    "train_router": """\
+## Train your own router
+
+Fits a router from a folder of scored generations and saves it into `models/router_weights` as \
+`my_router.safetensors`; then pick it in the Cost-Aware Router node. The node shows what it trained and \
+how well; the preview shows the cost-quality curve.
+
+**Needs first:** a folder `scored_generations` in ComfyUI's output, input or user folder:
+- run the **collect_scored_generations** workflow (it saves into `output/scored_generations`), or
+- try a public rating table: `cost-aware-router export-table tifa_160 ComfyUI/output/scored_generations`.
+
+**CPU or GPU:** training runs on the CPU, in seconds to a minute; nothing to change.
+""",
+    "add_candidate": """\
+## Add a candidate to a router without retraining
+
+1. **Router Anchor Prompts** lists the router's anchor prompts (for the default router, 128 prompts chosen \
+to be fit for a demo: no real people, drugs or violence).
+2. Generate and score the new candidate on them, in the router's metric: the collect_scored_generations \
+workflow with the anchor prompts linked into Candidate Sweep's `prompts`, only the new candidate in the \
+pool, saving into `new_candidate`.
+3. **Add Candidate to Router** reads that folder and saves `default_plus_sd15_25.safetensors`; add the \
+candidate with the same label to your pool.
+
+**Needs first:** the folder `new_candidate` from step 2. The default router's metric is human ratings \
+(AGIQA-3K perceptual quality, 0-5); a CLIPScore or PickScore is on another scale: for those, train your \
+own router (train_router).
+
+**CPU or GPU:** adding takes seconds; nothing to change.
+""",
+}
 
 
-def candidate_chain(g: Graph, x: int, y: int, candidates) -> int:
+def candidate_chain(g: Graph, col: Column, candidates) -> int:
     prev = None
-    for i, (label, ckpt, steps, cfg, sampler, scheduler) in enumerate(candidates):
-        nid = g.node("CostAwareRouter.Candidate", (x, y + i * 250), [label, ckpt, steps, cfg, sampler, scheduler, 0.0],
+    for label, ckpt, steps, cfg, sampler, scheduler in candidates:
+        pos, size = col.place("candidate")
+        nid = g.node("CostAwareRouter.Candidate", pos, [label, ckpt, steps, cfg, sampler, scheduler, 0.0],
                      inputs=[("candidates", "COST_AWARE_CANDIDATES")],
-                     outputs=[("candidates", "COST_AWARE_CANDIDATES")], size=(330, 230), color=PURPLE)
+                     outputs=[("candidates", "COST_AWARE_CANDIDATES")], size=size, color=PURPLE)
         if prev:
             g.link(prev, 0, nid, "candidates")
         prev = nid
     return prev
 
 
+def pool_node(g: Graph, col: Column) -> int:
+    pos, size = col.place("pool")
+    return g.node("CostAwareRouter.CandidatePool", pos, ["load on first use", 0],
+                  inputs=[("candidates", "COST_AWARE_CANDIDATES")], outputs=[("pool", "COST_AWARE_POOL")],
+                  size=size, color=PURPLE)
+
+
+def encoders(g: Graph, col: Column, positive: str, negative: str, size_px: int) -> tuple[int, int, int]:
+    p, s = col.place("encode")
+    pos = g.node("CLIPTextEncode", p, [positive], inputs=[("clip", "CLIP"), ("text", "STRING", "text")],
+                 outputs=[("CONDITIONING", "CONDITIONING")], size=s, title="Positive")
+    p, s = col.place("encode")
+    neg = g.node("CLIPTextEncode", p, [negative], inputs=[("clip", "CLIP")],
+                 outputs=[("CONDITIONING", "CONDITIONING")], size=s, title="Negative")
+    p, s = col.place("latent")
+    latent = g.node("EmptyLatentImage", p, [size_px, size_px, 1], outputs=[("LATENT", "LATENT")], size=s)
+    return pos, neg, latent
+
+
 def route_and_generate() -> dict:
     g = Graph()
-    last = candidate_chain(g, 0, 0, CANDIDATES)
-    pool = g.node("CostAwareRouter.CandidatePool", (380, 0), ["load on first use", 0],
-                  inputs=[("candidates", "COST_AWARE_CANDIDATES")], outputs=[("pool", "COST_AWARE_POOL")],
-                  size=(330, 110), color=PURPLE)
+    c_note, c_cand, c_pool, c_route, c_enc, c_ks, c_out = columns(
+        SIZE["note"][0], SIZE["candidate"][0], SIZE["pool"][0], SIZE["route"][0], SIZE["encode"][0],
+        SIZE["ksampler"][0], SIZE["save_image"][0])
+    g.note(c_note.place("note")[0], NOTES["route_and_generate"])
+    last = candidate_chain(g, c_cand, CANDIDATES)
+    pool = pool_node(g, c_pool)
     g.link(last, 0, pool, "candidates")
-    text = g.node("PrimitiveStringMultiline", (380, 160), [PROMPT], outputs=[("STRING", "STRING")], size=(330, 150),
-                  title="Prompt")
-    router = g.node("CostAwareRouter.Route", (760, 0), [PROMPT, "default.safetensors", "router default", 1.0, 0.0, ""],
+    p, s = c_pool.place("prompt")
+    text = g.node("PrimitiveStringMultiline", p, [PROMPT], outputs=[("STRING", "STRING")], size=s, title="Prompt")
+    p, s = c_route.place("route")
+    router = g.node("CostAwareRouter.Route", p,
+                    [PROMPT, "default.safetensors", TARGET_MODE, TARGET_SECONDS, 0.0, "", True, 0.0, False],
                     inputs=[("pool", "COST_AWARE_POOL"), ("prompt", "STRING", "prompt")],
                     outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"), ("steps", "INT"), ("cfg", "FLOAT"),
                              ("sampler_name", "COMBO"), ("scheduler", "COMBO"), ("label", "STRING"),
-                             ("explanation", "STRING")], size=(340, 330), color=PURPLE)
+                             ("explanation", "STRING")], size=s, color=PURPLE)
     g.link(pool, 0, router, "pool")
     g.link(text, 0, router, "prompt")
-    pos = g.node("CLIPTextEncode", (1150, 0), [PROMPT], inputs=[("clip", "CLIP"), ("text", "STRING", "text")],
-                 outputs=[("CONDITIONING", "CONDITIONING")], size=(300, 100), title="Positive")
-    neg = g.node("CLIPTextEncode", (1150, 150), ["blurry, low quality, watermark"], inputs=[("clip", "CLIP")],
-                 outputs=[("CONDITIONING", "CONDITIONING")], size=(300, 100), title="Negative")
-    latent = g.node("EmptyLatentImage", (1150, 300), [512, 512, 1], outputs=[("LATENT", "LATENT")], size=(300, 110))
-    ks = g.node("KSampler", (1500, 0), [42, "fixed", 20, 7.0, "euler", "normal", 1.0],
+    pos, neg, latent = encoders(g, c_enc, PROMPT, "blurry, low quality, watermark", 512)
+    p, s = c_ks.place("ksampler")
+    ks = g.node("KSampler", p, [42, "fixed", 20, 7.0, "euler", "normal", 1.0],
                 inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                         ("latent_image", "LATENT"), ("steps", "INT", "steps"), ("cfg", "FLOAT", "cfg"),
                         ("sampler_name", "COMBO", "sampler_name"), ("scheduler", "COMBO", "scheduler")],
-                outputs=[("LATENT", "LATENT")], size=(300, 270))
-    dec = g.node("VAEDecode", (1850, 0), inputs=[("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")],
-                 size=(210, 50))
-    save = g.node("SaveImage", (1850, 100), ["routed"], inputs=[("images", "IMAGE")], size=(320, 330))
-    show = g.node("PreviewAny", (760, 380), inputs=[("source", "*")], outputs=[("STRING", "STRING")], size=(520, 260),
-                  title="Why this candidate")
+                outputs=[("LATENT", "LATENT")], size=s)
+    p, s = c_out.place("decode")
+    dec = g.node("VAEDecode", p, inputs=[("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")], size=s)
+    p, s = c_out.place("save_image")
+    save = g.node("SaveImage", p, ["routed"], inputs=[("images", "IMAGE")], size=s)
     g.link(router, 0, ks, "model")
     g.link(router, 1, pos, "clip")
     g.link(router, 1, neg, "clip")
@@ -127,19 +293,19 @@ def route_and_generate() -> dict:
     g.link(ks, 0, dec, "samples")
     g.link(router, 2, dec, "vae")
     g.link(dec, 0, save, "images")
-    g.link(router, 8, show, "source")
     return g.to_json()
 
 
 def train_router() -> dict:
     g = Graph()
-    train = g.node("CostAwareRouter.Train", (0, 0), ["scored_generations", "knn", "score", "my_router", False, False],
+    c_note, c_train, c_curve = columns(SIZE["note"][0], SIZE["train"][0], SIZE["preview_image"][0])
+    g.note(c_note.place("note")[0], NOTES["train_router"])
+    p, s = c_train.place("train")
+    train = g.node("CostAwareRouter.Train", p, ["scored_generations", "knn", "score", "my_router", False, False],
                    outputs=[("router_name", "STRING"), ("report", "STRING"), ("deferral_curve", "IMAGE")],
-                   size=(360, 250), color=PURPLE)
-    report = g.node("PreviewAny", (420, 0), inputs=[("source", "*")], outputs=[("STRING", "STRING")], size=(460, 240),
-                    title="Training report")
-    curve = g.node("PreviewImage", (420, 290), inputs=[("images", "IMAGE")], size=(520, 400), title="Deferral curve")
-    g.link(train, 1, report, "source")
+                   size=s, color=PURPLE)
+    p, s = c_curve.place("preview_image")
+    curve = g.node("PreviewImage", p, inputs=[("images", "IMAGE")], size=s, title="Cost-quality curve")
     g.link(train, 2, curve, "images")
     return g.to_json()
 
@@ -148,58 +314,55 @@ def add_candidate() -> dict:
     """The default router's anchor prompts (to generate and score the new candidate on, e.g. with the
     collect workflow's sweep), and the node that adds the scored candidate without retraining."""
     g = Graph()
-    anchors = g.node("CostAwareRouter.AnchorPrompts", (0, 0), ["default.safetensors"],
-                     outputs=[("prompts", "STRING"), ("count", "INT")], size=(330, 90), color=PURPLE)
-    shown = g.node("PreviewAny", (380, 0), inputs=[("source", "*")], outputs=[("STRING", "STRING")], size=(460, 240),
-                   title="Anchor prompts: generate and score the new candidate on these")
-    add = g.node("CostAwareRouter.AddCandidate", (0, 300),
-                 ["default.safetensors", "new_candidate", "sd15-25", "score", -1.0, "default_plus_sd15_25", False],
-                 outputs=[("router_name", "STRING"), ("report", "STRING")], size=(330, 250), color=PURPLE)
-    report = g.node("PreviewAny", (380, 300), inputs=[("source", "*")], outputs=[("STRING", "STRING")],
-                    size=(460, 200), title="How the candidate was added")
-    g.link(anchors, 0, shown, "source")
-    g.link(add, 1, report, "source")
+    c_note, c_nodes = columns(SIZE["note"][0], SIZE["anchors"][0])
+    g.note(c_note.place("note")[0], NOTES["add_candidate"])
+    p, s = c_nodes.place("anchors")
+    g.node("CostAwareRouter.AnchorPrompts", p, ["default.safetensors"],
+           outputs=[("prompts", "STRING"), ("count", "INT")], size=s, color=PURPLE)
+    p, s = c_nodes.place("add")
+    g.node("CostAwareRouter.AddCandidate", p,
+           ["default.safetensors", "new_candidate", "sd15-25", "score", -1.0, "default_plus_sd15_25", False],
+           outputs=[("router_name", "STRING"), ("report", "STRING")], size=s, color=PURPLE)
     return g.to_json()
 
 
 def collect_scored_generations() -> dict:
     g = Graph()
-    last = candidate_chain(g, 0, 0, SWEEP_CANDIDATES)
-    pool = g.node("CostAwareRouter.CandidatePool", (380, 0), ["load on first use", 0],
-                  inputs=[("candidates", "COST_AWARE_CANDIDATES")], outputs=[("pool", "COST_AWARE_POOL")],
-                  size=(330, 110), color=PURPLE)
-    measure = g.node("CostAwareRouter.MeasureCosts", (380, 160), [512, 512, 2],
+    c_note, c_cand, c_pool, c_sweep, c_enc, c_ks, c_score, c_save = columns(
+        SIZE["note"][0], SIZE["candidate"][0], SIZE["measure"][0], SIZE["sweep"][0], SIZE["encode"][0],
+        SIZE["ksampler"][0], SIZE["scorer"][0], SIZE["save_scored"][0])
+    g.note(c_note.place("note")[0], NOTES["collect_scored_generations"])
+    last = candidate_chain(g, c_cand, SWEEP_CANDIDATES)
+    pool = pool_node(g, c_pool)
+    p, s = c_pool.place("measure")
+    measure = g.node("CostAwareRouter.MeasureCosts", p, [512, 512, 1],
                      inputs=[("pool", "COST_AWARE_POOL")], outputs=[("pool", "COST_AWARE_POOL"), ("report", "STRING")],
-                     size=(330, 150), color=PURPLE)
-    sweep = g.node("CostAwareRouter.CandidateSweep", (760, 0), [SWEEP_PROMPTS, "", 2, 0, "scored_generations"],
+                     size=s, color=PURPLE)
+    p, s = c_sweep.place("sweep")
+    sweep = g.node("CostAwareRouter.CandidateSweep", p, [SWEEP_PROMPTS, "", 1, 0, "scored_generations", 1, 1],
                    inputs=[("pool", "COST_AWARE_POOL")],
                    outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"), ("prompt", "STRING"),
                             ("seed", "INT"), ("steps", "INT"), ("cfg", "FLOAT"), ("sampler_name", "COMBO"),
-                            ("scheduler", "COMBO"), ("job", "COST_AWARE_JOB")], size=(360, 380), color=PURPLE)
-    pos = g.node("CLIPTextEncode", (1170, 0), [""], inputs=[("clip", "CLIP"), ("text", "STRING", "text")],
-                 outputs=[("CONDITIONING", "CONDITIONING")], size=(300, 100), title="Positive")
-    neg = g.node("CLIPTextEncode", (1170, 150), ["blurry, low quality"], inputs=[("clip", "CLIP")],
-                 outputs=[("CONDITIONING", "CONDITIONING")], size=(300, 100), title="Negative")
-    latent = g.node("EmptyLatentImage", (1170, 300), [512, 512, 1], outputs=[("LATENT", "LATENT")], size=(300, 110))
-    ks = g.node("KSampler", (1520, 0), [0, "fixed", 20, 7.0, "euler", "normal", 1.0],
+                            ("scheduler", "COMBO"), ("job", "COST_AWARE_JOB")], size=s, color=PURPLE)
+    pos, neg, latent = encoders(g, c_enc, "", "blurry, low quality", 512)
+    p, s = c_ks.place("ksampler")
+    ks = g.node("KSampler", p, [0, "fixed", 20, 7.0, "euler", "normal", 1.0],
                 inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                         ("latent_image", "LATENT"), ("seed", "INT", "seed"), ("steps", "INT", "steps"),
                         ("cfg", "FLOAT", "cfg"), ("sampler_name", "COMBO", "sampler_name"),
-                        ("scheduler", "COMBO", "scheduler")], outputs=[("LATENT", "LATENT")], size=(300, 270))
-    dec = g.node("VAEDecode", (1870, 0), inputs=[("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")],
-                 size=(210, 50))
-    score = g.node("CostAwareRouter.QualityScorer", (1870, 100), ["", "clip-vit-large-patch14", "clipscore"],
+                        ("scheduler", "COMBO", "scheduler")], outputs=[("LATENT", "LATENT")], size=s)
+    p, s = c_score.place("decode")
+    dec = g.node("VAEDecode", p, inputs=[("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")], size=s)
+    p, s = c_score.place("scorer")
+    score = g.node("CostAwareRouter.QualityScorer", p, ["", "clip-vit-large-patch14", "clipscore"],
                    inputs=[("image", "IMAGE"), ("prompt", "STRING", "prompt")], outputs=[("score", "FLOAT")],
-                   size=(330, 170), color=PURPLE)
-    save = g.node("CostAwareRouter.SaveScoredGeneration", (2240, 0), ["scored_generations", "clipscore"],
-                  inputs=[("images", "IMAGE"), ("job", "COST_AWARE_JOB"), ("score", "FLOAT")], size=(330, 330),
-                  color=PURPLE)
-    show = g.node("PreviewAny", (380, 360), inputs=[("source", "*")], outputs=[("STRING", "STRING")], size=(330, 160),
-                  title="Measured costs")
+                   size=s, color=PURPLE)
+    p, s = c_save.place("save_scored")
+    save = g.node("CostAwareRouter.SaveScoredGeneration", p, ["scored_generations", "clipscore"],
+                  inputs=[("images", "IMAGE"), ("job", "COST_AWARE_JOB"), ("score", "FLOAT")], size=s, color=PURPLE)
     g.link(last, 0, pool, "candidates")
     g.link(pool, 0, measure, "pool")
     g.link(measure, 0, sweep, "pool")
-    g.link(measure, 1, show, "source")
     g.link(sweep, 1, pos, "clip")
     g.link(sweep, 1, neg, "clip")
     g.link(sweep, 3, pos, "text")
@@ -219,47 +382,107 @@ def collect_scored_generations() -> dict:
     return g.to_json()
 
 
-def thumbnail(wf: dict, path: Path, title: str) -> None:
+# -- thumbnails -------------------------------------------------------------------------------------
+# (title, one-line description, the flow in three steps, what to install first)
+CARDS = {
+    "route_and_generate": ("Route and generate", "Picks the cheapest candidate that still gives a good image "
+                           "for each prompt, then generates it.",
+                           ("5 candidates", "router picks one", "image"),
+                           "Needs: SD 1.5 + SDXL checkpoints"),
+    "collect_scored_generations": ("Collect scored generations", "Times and scores your candidates on your "
+                                   "prompts: the data to train your own router.",
+                                   ("your candidates", "sweep, score", "save to a folder"),
+                                   "Needs: a CLIP model in models/clip_scorers"),
+    "train_router": ("Train a router", "Fits a router to your scored generations and draws its cost-quality "
+                     "curve.", ("scored folder", "train", "router file"),
+                     "Needs: a scored_generations folder"),
+    "add_candidate": ("Add a candidate", "Adds a new checkpoint or step count to a router without "
+                      "retraining.", ("anchor prompts", "score new one", "router + 1"),
+                      "Needs: the new candidate's scores"),
+}
+
+
+def _font(size: int, bold: bool = False):
+    from PIL import ImageFont
+
+    for name in (("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"),
+                 "/usr/share/fonts/truetype/dejavu/" + ("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf")):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size=size)
+
+
+def _wrap(draw, text: str, font, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if draw.textlength(trial, font=font) <= width or not line:
+            line = trial
+        else:
+            lines.append(line)
+            line = word
+    return lines + ([line] if line else [])
+
+
+def thumbnail(name: str, path: Path) -> None:
+    """A 600 x 600 card (the template browser shows it about 240 px square): the pack, a large title,
+    what the workflow does, its flow in three boxes and what to install first."""
     from PIL import Image, ImageDraw
 
-    xs = [n["pos"][0] for n in wf["nodes"]] + [n["pos"][0] + n["size"][0] for n in wf["nodes"]]
-    ys = [n["pos"][1] for n in wf["nodes"]] + [n["pos"][1] + n["size"][1] for n in wf["nodes"]]
-    W, H = 640, 400
-    sx = (W - 40) / (max(xs) - min(xs))
-    sy = (H - 70) / (max(ys) - min(ys))
-    s = min(sx, sy)
-
-    def P(x, y):
-        return 20 + (x - min(xs)) * s, 50 + (y - min(ys)) * s
-
-    img = Image.new("RGB", (W, H), (32, 32, 36))
+    title, blurb, flow, needs = CARDS[name]
+    W = H = 600
+    img = Image.new("RGB", (W, H), (30, 32, 38))
     d = ImageDraw.Draw(img)
-    d.text((20, 16), title, fill=(235, 235, 235))
-    byid = {n["id"]: n for n in wf["nodes"]}
-    for _, a, _, b, _, _ in wf["links"]:
-        na, nb = byid[a], byid[b]
-        d.line([P(na["pos"][0] + na["size"][0], na["pos"][1] + 15), P(nb["pos"][0], nb["pos"][1] + 15)],
-               fill=(120, 160, 220), width=2)
-    for n in wf["nodes"]:
-        x0, y0 = P(*n["pos"])
-        x1, y1 = P(n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
-        ours = n["type"].startswith("CostAwareRouter")
-        d.rectangle([x0, y0, x1, y1], fill=(83, 51, 83) if ours else (53, 53, 60), outline=(200, 200, 200))
-        d.text((x0 + 4, y0 + 3), (n.get("title") or n["type"].replace("CostAwareRouter.", ""))[:24], fill="white")
-    img.save(path, "JPEG", quality=90)
+    # the pack's name in a band at the bottom
+    d.rectangle([0, H - 56, W, H], fill=(83, 51, 83))
+    d.text((32, H - 46), "Cost-Aware Router", font=_font(30, bold=True), fill=(245, 225, 245))
+    y = 100  # below the "Node graph" badge the browser draws over the top-left corner
+    for line in _wrap(d, title, _font(50, bold=True), W - 64):
+        d.text((32, y), line, font=_font(50, bold=True), fill=(255, 255, 255))
+        y += 58
+    y += 8
+    for line in _wrap(d, blurb, _font(28), W - 64):
+        d.text((32, y), line, font=_font(28), fill=(210, 214, 222))
+        y += 37
+    # from the bottom up: what to install, above it the flow in three boxes with arrows
+    fn = _font(28, bold=True)
+    needs_lines = _wrap(d, needs, fn, W - 64)
+    ny = H - 56 - 18 - 36 * len(needs_lines)
+    for i, line in enumerate(needs_lines):
+        d.text((32, ny + 36 * i), line, font=fn, fill=(250, 214, 120))
+    box_w, box_h, gap = 172, 90, 14
+    x0 = (W - 3 * box_w - 2 * gap) // 2
+    by = ny - 22 - box_h
+    assert by >= y, f"thumbnail of {name}: the text does not fit"
+    f = _font(25, bold=True)
+    for i, label in enumerate(flow):
+        x = x0 + i * (box_w + gap)
+        d.rounded_rectangle([x, by, x + box_w, by + box_h], radius=14, fill=(83, 51, 83) if i == 1 else (58, 62, 72),
+                            outline=(200, 200, 210), width=2)
+        lines = _wrap(d, label, f, box_w - 16)
+        ty = by + (box_h - 30 * len(lines)) // 2
+        for line in lines:
+            d.text((x + (box_w - d.textlength(line, font=f)) / 2, ty), line, font=f, fill=(255, 255, 255))
+            ty += 30
+        if i < 2:
+            ax = x + box_w + 2
+            d.polygon([(ax, by + box_h / 2 - 8), (ax + gap - 4, by + box_h / 2), (ax, by + box_h / 2 + 8)],
+                      fill=(230, 230, 235))
+    img.save(path, "JPEG", quality=92)
+
+
+BUILDERS = {"route_and_generate": route_and_generate, "train_router": train_router,
+            "collect_scored_generations": collect_scored_generations, "add_candidate": add_candidate}
 
 
 def main() -> int:
     OUT.mkdir(exist_ok=True)
-    for name, build, title in (("route_and_generate", route_and_generate, "Cost-Aware Router: route and generate"),
-                               ("train_router", train_router, "Cost-Aware Router: train from scored generations"),
-                               ("collect_scored_generations", collect_scored_generations,
-                                "Cost-Aware Router: collect scored generations"),
-                               ("add_candidate", add_candidate,
-                                "Cost-Aware Router: add a candidate without retraining")):
+    for name, build in BUILDERS.items():
         wf = build()
         (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n", encoding="utf-8")
-        thumbnail(wf, OUT / f"{name}.jpg", title)
+        thumbnail(name, OUT / f"{name}.jpg")
         print(f"wrote {OUT / name}.json/.jpg")
     return 0
 
