@@ -32,6 +32,17 @@ def write_rows(folder: Path, rows, name="generations.jsonl"):
     return folder
 
 
+def set_meta(path: str, value):
+    """A router-metadata mutation for ``rewrite_router``: set ``a.b.c`` (list items by index) to ``value``."""
+    def mutate(m, h):
+        keys = path.split(".")
+        obj = m
+        for k in keys[:-1]:
+            obj = obj[int(k)] if isinstance(obj, list) else obj[k]
+        obj[keys[-1]] = value
+    return mutate
+
+
 def rewrite_router(src, dst, mutate_meta=None, mutate_tensors=None):
     """Copy router file ``src`` to ``dst`` with its metadata (``mutate_meta(meta, header)``) and/or
     tensors (``mutate_tensors(tensors)``) changed in place: the way tests make broken files."""

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, rewrite_router, write_rows
+from conftest import ROOT, rewrite_router, set_meta, write_rows
 
 ROUTER = ROOT / "router_weights" / "default.safetensors"
 TIMEOUT = 30  # seconds before a CLI case counts as a hang (cases that load the embedder get longer)
@@ -237,14 +237,7 @@ def router(meta=None, tensors=None, name="r.safetensors"):
     return setup
 
 
-def _set(path: str, value):
-    def mutate(m, h):
-        keys = path.split(".")
-        obj = m
-        for k in keys[:-1]:
-            obj = obj[int(k)] if isinstance(obj, list) else obj[k]
-        obj[keys[-1]] = value
-    return mutate
+_set = set_meta
 
 
 def _with_key(key: str, size: int):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, ROOT, rewrite_router, run_cli, write_rows
+from conftest import DATA, ROOT, rewrite_router, run_cli, set_meta, write_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -151,15 +151,7 @@ def both(*setups):
     return setup
 
 
-def _set(path: str, value):
-    """meta mutation: set ``a.b.c`` to value."""
-    def mutate(m, h):
-        keys = path.split(".")
-        obj = m
-        for k in keys[:-1]:
-            obj = obj[int(k)] if isinstance(obj, list) else obj[k]
-        obj[keys[-1]] = value
-    return mutate
+_set = set_meta
 
 
 def _calibration(key, value):
