@@ -106,6 +106,7 @@ class Embedder:
         except (OSError, ValueError, KeyError) as exc:
             raise RouterError(f"cannot load embedder from {folder}: {str(exc).splitlines()[0]}") from None
         self.model.eval()
+        self.device = "cpu"
         limit = getattr(self.model.config, "max_position_embeddings", _MAX_TOKENS) or _MAX_TOKENS
         self.max_tokens = int(min(_MAX_TOKENS, limit))
         self.batch_size = batch_size
@@ -137,18 +138,33 @@ class Embedder:
             yield group, self.tokenizer.pad({"input_ids": [ids[j] for j in group],
                                              "attention_mask": [masks[j] for j in group]}, return_tensors="pt")
 
+    def to(self, device) -> Embedder:
+        """Run the model on ``device`` (a torch device or its name, e.g. ComfyUI's text-encoder device);
+        embeddings still come back as float32 numpy arrays on the CPU."""
+        try:
+            dev = self._torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise RouterError(f"embedder device {device!r} is not a torch device ({exc})") from None
+        with self._lock:
+            if str(dev) != self.device:
+                self.model.to(dev)
+                self.device = str(dev)
+        return self
+
     def _encode(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
         out = None  # allocated at the first batch: its width is the embedding dimension
         with torch.inference_mode():
             for rows, enc in self._batches(texts):
+                if self.device != "cpu":
+                    enc = {k: v.to(self.device) for k, v in enc.items()}
                 if self.kind == "clip":
                     vec = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).text_embeds
                 else:
                     hidden = self.model(**enc).last_hidden_state
                     mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                     vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                vec = torch.nn.functional.normalize(vec.float(), dim=-1).numpy()
+                vec = torch.nn.functional.normalize(vec.float(), dim=-1).cpu().numpy()
                 if out is None:
                     out = np.zeros((len(texts), vec.shape[1]), dtype=np.float32)
                 out[rows] = vec

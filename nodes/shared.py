@@ -22,6 +22,7 @@ import folder_paths
 
 from ..cost_aware_router.budget import Budget
 from ..cost_aware_router.decision_log import append_decisions, decision_records
+from ..cost_aware_router.embed import get_embedder
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.fileutil import child_dir
 from ..cost_aware_router.hold import load_state
@@ -46,6 +47,8 @@ def get_router(name: str) -> Router:
     with _ROUTERS_LOCK:
         hit = _ROUTERS.get(path)
         if hit is None or hit[0] != mtime:
+            # the pack's prompt embedder runs where ComfyUI runs its text encoders (a GPU when there is one)
+            get_embedder().to(comfy.model_management.text_encoder_device())
             _ROUTERS[path] = (mtime, load_router(path))
         return _ROUTERS[path][1]
 

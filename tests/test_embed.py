@@ -56,3 +56,13 @@ def test_missing_embedder_folder(tmp_path):
         Embedder(tmp_path / "nope")
     with pytest.raises(RouterError, match="no config.json"):
         Embedder(tmp_path)
+
+
+def test_embedder_moves_to_a_device_and_still_returns_cpu_arrays(embedder):
+    fresh = Embedder()
+    prompts = ["a red fox in the snow", "portrait of an old sailor"]
+    assert fresh.to("cpu") is fresh and fresh.device == "cpu"
+    got = fresh.embed(prompts)
+    assert got.dtype == np.float32 and np.allclose(got, embedder.embed(prompts), atol=1e-6)
+    with pytest.raises(RouterError, match="embedder device 'no-such-device' is not a torch device"):
+        fresh.to("no-such-device")
