@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RouterError
-from .fileutil import file_kind
+from .fileutil import bounded_lines, file_kind
 
 try:  # POSIX only; on Windows appends go without the advisory lock
     import fcntl
@@ -325,16 +325,8 @@ def read_log(path: str | os.PathLike, skip_bad: bool = True) -> tuple[list[dict]
     bad = 0
     limit = MAX_READ_LINE_BYTES
     with os.fdopen(fd, "rb", buffering=1 << 16) as fh:
-        lineno = 0
-        while True:
-            raw = fh.readline(limit + 1)
-            if not raw:
-                break
-            lineno += 1
-            problem = None
-            if len(raw) > limit and not raw.endswith(b"\n"):
-                while raw and not raw.endswith(b"\n"):  # drain the rest without keeping it
-                    raw = fh.readline(limit)
+        for lineno, raw in bounded_lines(fh, limit):
+            if raw is None:
                 problem = f"is longer than {limit} bytes"
             else:
                 text = raw.rstrip(b"\r\n")

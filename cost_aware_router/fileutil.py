@@ -102,6 +102,23 @@ _HIDDEN = {0x061C, 0x200B, 0x200E, 0x200F, 0xFEFF, *range(0x202A, 0x202F), *rang
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+def bounded_lines(fh, limit: int):
+    """(line number, bytes) of each line of a binary file, holding at most ``limit`` bytes of a line at a
+    time; a longer line comes back as None once the rest of it has been read past, never held whole."""
+    lineno = 0
+    while True:
+        raw = fh.readline(limit + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = fh.readline(limit)
+            yield lineno, None
+        else:
+            yield lineno, raw
+
+
 def printable(text, newlines: bool = False) -> str:
     """``text`` safe to write to a terminal: control characters (C0 including ESC, DEL, C1), line and paragraph
     separators, bidirectional overrides and isolates, invisible formatting characters and lone surrogates are

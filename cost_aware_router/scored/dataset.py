@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..fileutil import is_inside, open_regular
+from ..fileutil import bounded_lines, is_inside, open_regular
 from .png import png_text_chunks
 from .record import CONFIG_FIELDS, DEFAULT_METRIC, JSONL_NAME, MAX_CANDIDATES, PNG_KEY, Record, parse_record
 
@@ -103,23 +103,6 @@ def _parse(obj, where: str) -> Record:
         raise DataError(f"{where}: a field is nested too deeply") from None
 
 
-def _lines(fh):
-    """(line number, bytes) of each line, at most MAX_ROW_BYTES held at a time; an over-long line comes
-    back as None after the rest of it has been read past."""
-    lineno = 0
-    while True:
-        raw = fh.readline(MAX_ROW_BYTES + 1)
-        if not raw:
-            return
-        lineno += 1
-        if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
-            while raw and not raw.endswith(b"\n"):
-                raw = fh.readline(1 << 20)
-            yield lineno, None
-        else:
-            yield lineno, raw
-
-
 def _check_inside(path: Path, folder: Path) -> None:
     """A file reached through a link must still be in the data folder."""
     if path.is_symlink() and not is_inside(path, folder):
@@ -130,7 +113,7 @@ def read_jsonl(path: Path, skip_bad: bool = False, folder: Path | None = None) -
     records, bad = [], 0
     _check_inside(path, folder if folder is not None else path.parent)
     with open_regular(path, "", DataError) as fh:
-        for lineno, raw in _lines(fh):
+        for lineno, raw in bounded_lines(fh, MAX_ROW_BYTES):
             where = f"{path}:{lineno}"
             try:
                 if raw is None:
