@@ -125,10 +125,6 @@ class Plan:
     target: float | None            # the average cost aimed at, if any
 
     @property
-    def cost_weight(self) -> float:
-        return self.cheap
-
-    @property
     def blended_cost_weight(self) -> float:
         """One cost weight between the two operating points, in log space by the share on the dearer
         one: where a held budget (hold.BudgetHolder) starts."""
