@@ -303,7 +303,8 @@ def cmd_replay(args) -> int:
                               skip_bad=args.skip_bad))
     budget = _budget(args)
     progress = _progress("replaying") if sys.stderr.isatty() and not args.json else None
-    new, rows, summary = replay(router, ds, budget, explore=args.explore, seed=args.seed, progress=progress)
+    new, rows, summary = replay(router, ds, budget, explore=args.explore, seed=args.seed, progress=progress,
+                                holder=_holder(args, router, budget))
     save_router(new, out, overwrite=args.overwrite)
     keys = ("prompts", "mean_score", "mean_cost", "explored_share")
     if args.json:
@@ -454,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     g_ = p_.add_mutually_exclusive_group()
     g_.add_argument("--budget", type=float, help="target average cost, seconds per image")
     g_.add_argument("--cost-weight", type=float, help="lambda: normalised quality traded per second")
-    p_.set_defaults(func=cmd_replay, best_quality=False, max_cost=None, force=None)
+    p_.add_argument("--hold-budget", action="store_true",
+                    help="hold the target average cost (--budget, or the router's default) over the stream")
+    p_.set_defaults(func=cmd_replay, best_quality=False, max_cost=None, force=None, state=None)
 
     g = sub.add_parser("report", help="summarise a decision log (route --log): choices, cost against target, "
                                       "out-of-distribution share, explorations")

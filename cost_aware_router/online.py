@@ -32,12 +32,14 @@ chosen candidate's score, with a share of deliberate exploration (``explore.py``
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
 from .budget import Budget, calibrate
 from .errors import RouterError
-from .explore import explore_choices
+from .explore import decide
+from .hold import BudgetHolder
 from .predictors import ALPHAS, KNNPredictor, column_means, significant_best
 from .router import Router
 
@@ -45,6 +47,8 @@ Progress = Callable[[int, int], None] | None
 BATCH = 32
 LOO_CHUNK = 1024  # memory rows scored at a time in the leave-one-out pass (bounds an [chunk, N] matrix)
 MIN_LOO_CELLS = 8  # fewer observed cells than this: alpha stays 0
+PARTIAL_WEIGHTS = (1.0, 0.5, 0.25, 0.1)  # weight of a bandit row against a fully scored one
+MIN_COMPLETE_ROWS = 8  # fewer fully scored rows than this: the plain memory
 
 
 def is_knn_family(predictor) -> bool:
@@ -57,16 +61,10 @@ def _k_key(predictor) -> str:
 
 # ---------------------------------------------------------------------------------------
 # leave-one-out kNN over the memory
-def _loo_knn(X: np.ndarray, Y: np.ndarray, ks: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """For every memory row and every k in ``ks`` (each < N): the similarity-weighted mean of each
-    candidate's scores over the row's k most similar OTHER rows, skipping unscored cells, as
-    ``knn_mean`` computes it with the row's self-similarity at -inf. Returns k -> (numerator,
-    denominator) [N, C]; a cell with denominator 0 has no scored neighbour."""
-    N, C = Y.shape
-    kmax = max(ks)
-    Yf = np.nan_to_num(Y.astype(np.float64), nan=0.0)
-    M = (~np.isnan(Y)).astype(np.float64)
-    out = {k: (np.zeros((N, C)), np.zeros((N, C))) for k in ks}
+def _neighbours(X: np.ndarray, kmax: int):
+    """For chunks of memory rows: (row indices, their kmax most similar OTHER rows by decreasing
+    similarity, the weights ``knn_mean`` gives them [n, kmax, 1])."""
+    N = len(X)
     for s in range(0, N, LOO_CHUNK):
         rows = np.arange(s, min(N, s + LOO_CHUNK))
         S = X[rows] @ X.T
@@ -75,57 +73,142 @@ def _loo_knn(X: np.ndarray, Y: np.ndarray, ks: list[int]) -> dict[int, tuple[np.
         sims = np.take_along_axis(S, idx, axis=1)
         order = np.argsort(-sims, axis=1, kind="stable")
         idx, sims = np.take_along_axis(idx, order, axis=1), np.take_along_axis(sims, order, axis=1)
-        w = np.clip(sims, 1e-3, None).astype(np.float64)[:, :, None]  # [n, kmax, 1], as knn_mean weighs
-        num = np.cumsum(Yf[idx] * w, axis=1)
-        den = np.cumsum(M[idx] * w, axis=1)
-        for k in ks:
-            out[k][0][rows], out[k][1][rows] = num[:, k - 1], den[:, k - 1]
-    return out
+        yield rows, idx, np.clip(sims, 1e-3, None).astype(np.float64)[:, :, None]
 
 
-def _select_k_alpha(X: np.ndarray, Y: np.ndarray, mu: np.ndarray, k_old: int
-                    ) -> tuple[int, float, dict, np.ndarray]:
-    """Choose (k, alpha) by leave-one-out squared error over the observed cells of the memory.
+def _row_difficulty(X: np.ndarray, Y: np.ndarray, mu: np.ndarray, grid: list[int]) -> tuple[np.ndarray, dict]:
+    """Each memory row's difficulty: how far its scores sit above the candidate means, shared by
+    every candidate. A row scoring every candidate has its own (its mean offset). A row learnt from
+    bandit feedback scores one candidate, whose score mixes the prompt's difficulty with that
+    candidate's relative quality; its difficulty is taken from its nearest other rows instead (their
+    offsets weighted by similarity and by how many candidates each scored), with the number of
+    neighbours chosen by leave-one-out error of that estimate. Returns (difficulty [N], report)."""
+    obs = ~np.isnan(Y)
+    n = obs.sum(axis=1).astype(np.float64)
+    e = np.where(n > 0, np.nansum(Y - mu[None, :], axis=1) / np.maximum(n, 1), 0.0)
+    complete = n == Y.shape[1]
+    if complete.all():
+        return e, {"difficulty_k": None}
+    num = {k: np.zeros(len(Y)) for k in grid}
+    den = {k: np.zeros(len(Y)) for k in grid}
+    for rows, idx, w in _neighbours(X, max(grid)):
+        wn = w[:, :, 0] * n[idx]
+        cn, cd = np.cumsum(wn * e[idx], axis=1), np.cumsum(wn, axis=1)
+        for k in grid:
+            num[k][rows], den[k][rows] = cn[:, k - 1], cd[:, k - 1]
+    err = {k: float(np.sum(n * (np.where(den[k] > 0, num[k] / np.maximum(den[k], 1e-12), 0.0) - e) ** 2))
+           for k in grid}
+    kd = min(grid, key=lambda k: (err[k], k))
+    dbar = np.where(den[kd] > 0, num[kd] / np.maximum(den[kd], 1e-12), 0.0)
+    return np.where(complete, e, dbar), {"difficulty_k": int(kd)}
 
-    Returns (k, alpha, a report, leave-one-out predictions [N, C] of every cell with that setting)."""
+
+def _fit_variant(X: np.ndarray, Y: np.ndarray, D: np.ndarray, pws, grid: list[int], k_old: int
+                 ) -> tuple[int, float, float, dict, np.ndarray]:
+    """Choose (k, alpha, partial_weight) for one memory variant by leave-one-out error over the observed
+    cells: every cell's score less its row's difficulty ``D`` (all zero: the plain memory), predicted
+    from the k most similar other rows (``knn_mean``), bandit rows weighted by ``partial_weight``.
+    alpha > 0 is kept only if its gain over the candidate means beats zero by more than two standard
+    errors. Returns (k, alpha, partial_weight, report, leave-one-out predictions [N, C] of every cell)."""
     N, C = Y.shape
-    grid = [k for k in KNNPredictor.K_GRID if k < N] or [1]
     obs = ~np.isnan(Y)
     n_obs = int(obs.sum())
-    rep: dict = {"loo_observations": n_obs}
-    if N < 2:
-        return k_old, 0.0, {**rep, "loo_note": "fewer than 2 memory rows"}, np.tile(mu, (N, 1))
-    loo = _loo_knn(X, Y, grid)
+    complete = obs.all(axis=1)
+    R = Y.astype(np.float64) - D[:, None]
+    Rf = np.nan_to_num(R, nan=0.0)
+    M = obs.astype(np.float64)
+    rel = {(k, pw): (np.zeros((N, C)), np.zeros((N, C))) for k in grid for pw in pws}
+    dsum = {k: np.zeros(N) for k in grid}
+    for rows, idx, w in _neighbours(X, max(grid)):
+        cw = np.cumsum(w[:, :, 0], axis=1)
+        cdw = np.cumsum(w[:, :, 0] * D[idx], axis=1)
+        for k in grid:
+            dsum[k][rows] = cdw[:, k - 1] / cw[:, k - 1]
+        for pw in pws:
+            wr = w * np.where(complete[idx], 1.0, pw)[:, :, None]
+            num, den = np.cumsum(Rf[idx] * wr, axis=1), np.cumsum(M[idx] * wr, axis=1)
+            for k in grid:
+                rel[(k, pw)][0][rows], rel[(k, pw)][1][rows] = num[:, k - 1], den[:, k - 1]
     r, c = np.nonzero(obs)
-    y = Y[r, c].astype(np.float64)
+    t = R[r, c]
     # each cell's candidate mean without that cell: the prediction with no neighbour and the shrinkage target
-    total, count = np.nansum(Y, axis=0, dtype=np.float64), obs.sum(axis=0)
+    total, count = np.nansum(R, axis=0), obs.sum(axis=0)
     left = count[c] - 1
-    mu_loo = np.where(left > 0, (total[c] - y) / np.maximum(left, 1), 0.0)
-    base = -(mu_loo - y) ** 2
+    mu_loo = np.where(left > 0, (total[c] - t) / np.maximum(left, 1), 0.0)
+    base = -(mu_loo - t) ** 2
     raw = {}
-    for k in grid:
-        num, den = loo[k][0][r, c], loo[k][1][r, c]
-        raw[k] = np.where(den > 0, num / np.maximum(den, 1e-12), mu_loo)
+    for key, (num, den) in rel.items():
+        nn, dd = num[r, c], den[r, c]
+        raw[key] = np.where(dd > 0, nn / np.maximum(dd, 1e-12), mu_loo)
     if n_obs >= MIN_LOO_CELLS:
-        best, top = significant_best(base, (((k, a), -(mu_loo + a * (raw[k] - mu_loo) - y) ** 2)
-                                            for k in grid for a in ALPHAS[1:]))
+        best, top = significant_best(base, (((key, a), -(mu_loo + a * (raw[key] - mu_loo) - t) ** 2)
+                                            for key in rel for a in ALPHAS[1:]))
     else:
         best, top = None, None
     if best is not None:
-        k, alpha = best
+        (k, pw), alpha = best
     else:
-        k, alpha = (top[0] if top is not None else (k_old if k_old in grid else grid[-1])), 0.0
-    k, alpha = int(k), float(alpha)
-    err = (mu_loo + alpha * (raw[k] - mu_loo) - y) ** 2
-    gain = (-err) - base
+        (k, pw), alpha = (top[0] if top is not None else ((k_old if k_old in grid else grid[-1]), 1.0)), 0.0
+    k, pw, alpha = int(k), float(pw), float(alpha)
+    err = (mu_loo + alpha * (raw[(k, pw)] - mu_loo) - t) ** 2
+    gain = (mu_loo - t) ** 2 - err
     se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("nan")
-    rep.update(loo_mse_mean=float(np.mean(-base)) if n_obs else None, loo_mse=float(err.mean()) if n_obs else None,
-               loo_gain=float(gain.mean()) if n_obs else None, loo_gain_se=se,
-               loo_best_k_unshrunk=int(top[0]) if top is not None else None)
-    num, den = loo[k]
-    knn = np.where(den > 0, num / np.maximum(den, 1e-12), mu[None, :])
-    return k, alpha, rep, mu[None, :] + alpha * (knn - mu[None, :])
+    rep = {"loo_mse_mean": float(np.mean((mu_loo - t) ** 2)) if n_obs else None,
+           "loo_mse": float(err.mean()) if n_obs else None,
+           "loo_gain": float(gain.mean()) if n_obs else None, "loo_gain_se": se}
+    num, den = rel[(k, pw)]
+    mu_rel = column_means(R)
+    relp = np.where(den > 0, num / np.maximum(den, 1e-12), mu_rel[None, :])
+    return k, alpha, pw, rep, mu_rel[None, :] + alpha * (relp - mu_rel[None, :]) + dsum[k][:, None]
+
+
+def _relative_error(pred: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Per fully scored row: squared error of the predicted against the scored differences between
+    candidates (both centred on the row), the part of a prediction that decides a route."""
+    P, T = pred - pred.mean(axis=1, keepdims=True), Y - Y.mean(axis=1, keepdims=True)
+    return ((P - T) ** 2).sum(axis=1)
+
+
+def _select_k_alpha(X: np.ndarray, Y: np.ndarray, mu: np.ndarray, k_old: int
+                    ) -> tuple[int, float, float, np.ndarray | None, dict, np.ndarray]:
+    """Choose the memory's variant and its (k, alpha, partial_weight).
+
+    * plain: each candidate's prediction is the similarity-weighted mean of its neighbours' scores,
+      whichever prompts each candidate was scored on (the memory as training builds it);
+    * relative: the neighbours' scores less each row's difficulty (``_row_difficulty``), bandit rows
+      weighted by ``partial_weight``, with the neighbours' mean difficulty added back.
+
+    Within each, (k, alpha, partial_weight) are chosen by leave-one-out error (``_fit_variant``).
+    Between them, by what decides a route: on the fully scored rows, the leave-one-out error of the
+    predicted differences between candidates; relative is kept only when it beats plain there by
+    more than one standard error (a plain memory is what training makes).
+
+    Returns (k, alpha, partial_weight, row difficulty [N] or None for plain, a report, leave-one-out
+    predictions [N, C] of every cell with that setting)."""
+    N, C = Y.shape
+    grid = [k for k in KNNPredictor.K_GRID if k < N] or [1]
+    obs = ~np.isnan(Y)
+    rep: dict = {"loo_observations": int(obs.sum())}
+    if N < 2:
+        return k_old, 0.0, 1.0, None, {**rep, "loo_note": "fewer than 2 memory rows"}, np.tile(mu, (N, 1))
+    complete = obs.all(axis=1)
+    plain = _fit_variant(X, Y, np.zeros(N), (1.0,), grid, k_old)
+    rep.update(memory="plain", **plain[3])
+    if complete.all() or complete.sum() < MIN_COMPLETE_ROWS:
+        return *plain[:3], None, {**rep, "memory_note": f"{int(complete.sum())} fully scored rows"}, plain[4]
+    # difficulty is measured against the fully scored rows' candidate means: the means over every
+    # observed cell lean towards the prompts each candidate happened to be chosen for
+    D, drep = _row_difficulty(X, Y, column_means(Y[complete].astype(np.float64)), grid)
+    relative = _fit_variant(X, Y, D, PARTIAL_WEIGHTS, grid, k_old)
+    e_plain = _relative_error(plain[4][complete], Y[complete])
+    e_rel = _relative_error(relative[4][complete], Y[complete])
+    best, _ = significant_best(-e_plain, [("relative", -e_rel)], margin=1.0)
+    rep.update(difference_error_plain=float(e_plain.mean()), difference_error_relative=float(e_rel.mean()),
+               difference_rows=int(complete.sum()))
+    if best is None:
+        return *plain[:3], None, rep, plain[4]
+    rep.update(memory="relative", **drep, **relative[3])
+    return *relative[:3], D, rep, relative[4]
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,10 +291,17 @@ def update_router(router: Router, prompts: list[str], candidates: list[str], sco
         mu = column_means(Y.astype(np.float64))
         key = _k_key(pred)
         k_old = int(float(pred.params[key]))
-        k, alpha, loo_rep, loo_pred = _select_k_alpha(X, Y, mu, k_old)
+        k, alpha, pw, D, loo_rep, loo_pred = _select_k_alpha(X, Y, mu, k_old)
         tensors, params = pred.state()
+        if D is not None:  # the candidate means of the relative scores, at the memory's mean difficulty
+            mu = column_means(Y.astype(np.float64) - D[:, None]) + float(D.mean())
         tensors.update(knn_x=X, knn_y=Y, mu=mu.astype(np.float32))
+        tensors.pop("knn_d", None)
         params = {**params, key: (k if key == "k" else float(k)), "alpha": alpha}
+        params.pop("partial_weight", None)
+        if D is not None:
+            tensors["knn_d"] = D.astype(np.float32)
+            params["partial_weight"] = pw
         new_pred = type(pred).from_state(tensors, params)  # mu as stored (float32), so a saved copy predicts the same
         mu = new_pred.mu
         rows_added = len(first)
@@ -224,7 +314,7 @@ def update_router(router: Router, prompts: list[str], candidates: list[str], sco
         Y_cal = np.concatenate([Y.astype(np.float64), np.full((len(Y), len(router.added)), np.nan)], axis=1)
         new_cal = calibrate(z_cal, Y_cal, router.cost, probe.mean_quality_z, router.norm)
         report.update(learnt=int(len(obs_idx)), rows_added=rows_added, memory_rows=int(len(X)), k=k, alpha=alpha,
-                      k_before=k_old, alpha_before=float(pred.alpha), **loo_rep)
+                      partial_weight=pw, k_before=k_old, alpha_before=float(pred.alpha), **loo_rep)
     report["note"] = "; ".join(notes)
     training = {**prev,
                 "online_observations": int(prev.get("online_observations", 0)) + n,
@@ -232,20 +322,25 @@ def update_router(router: Router, prompts: list[str], candidates: list[str], sco
                     rows_added if is_knn_family(pred) else len(set(prompts))),
                 "online_updates": int(prev.get("online_updates", 0)) + 1}
     if is_knn_family(pred) and rows_added:
-        training.update(online_k=report["k"], online_alpha=report["alpha"],
+        training.update(online_k=report["k"], online_alpha=report["alpha"], online_memory=report["memory"],
                         online_calibration="leave-one-out predictions over the kNN memory prompts; "
                                            "mean qualities from the observed cells only")
+        if report["memory"] == "relative":
+            training["online_partial_weight"] = report["partial_weight"]
+        else:
+            training.pop("online_partial_weight", None)
     return router.copy(predictor=new_pred, training=training, calibration=new_cal), report
 
 
 # ---------------------------------------------------------------------------------------
 def replay(router: Router, ds, budget: Budget | None = None, explore: float = 0.0, seed: int = 0, embedder=None,
-           progress: Progress = None, embeddings: np.ndarray | None = None, batch: int = BATCH
-           ) -> tuple[Router, list[dict], dict]:
+           progress: Progress = None, embeddings: np.ndarray | None = None, batch: int = BATCH,
+           holder: BudgetHolder | None = None) -> tuple[Router, list[dict], dict]:
     """Simulate routed generation on a scored table with bandit feedback.
 
     ``ds.prompts`` are routed in order, ``batch`` at a time, by the current router (greedy for
-    ``budget``, or with a share ``explore`` of exploration, salted by ``seed``); only the chosen
+    ``budget``, or with a share ``explore`` of exploration, salted by ``seed``; with a ``holder``
+    (``hold.BudgetHolder``) the budget's target average cost is held over the stream); only the chosen
     candidate's score (``ds.quality``, the mean over seeds) is revealed, and the router is updated
     after each batch. A prompt whose chosen candidate has no score is skipped and counted.
     ``embeddings`` (aligned with ``ds.prompts``) saves embedding them. Returns (final router, rows
@@ -268,13 +363,8 @@ def replay(router: Router, ds, budget: Budget | None = None, explore: float = 0.
         E = embeddings[idx] if embeddings is not None else (embedder or current.embedder).embed(part)
         z, _, w = current.predict_embedded(E)
         fallback.append(w)
-        plan = current.plan(budget)
-        lams = plan.cost_weights(part)
-        if explore > 0 and plan.force is None:
-            ch, ex = explore_choices(z, current.cost, lams, part, explore, current.support(E), plan.allowed, seed)
-        else:
-            ch, _ = plan.choose(z, current.cost, part)
-            ex = np.zeros(len(part), dtype=bool)
+        ch, _, ex, _ = decide(z, current.cost, current.plan(budget), part, holder, explore, seed,
+                              support=partial(current.support, E))
         obs_p, obs_c, obs_s, obs_i = [], [], [], []
         for i, p in enumerate(part):
             c = int(ch[i])

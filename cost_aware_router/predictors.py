@@ -85,20 +85,41 @@ def kfold(n: int, folds: int, seed: int = 0) -> list[np.ndarray]:
     return [perm[i::folds] for i in range(folds)]
 
 
-def knn_mean(sims: np.ndarray, Y: np.ndarray, k: int, mu: np.ndarray) -> np.ndarray:
+def knn_mean(sims: np.ndarray, Y: np.ndarray, k: int, mu: np.ndarray, D: np.ndarray | None = None,
+             row_w: np.ndarray | None = None) -> np.ndarray:
     """Similarity-weighted mean of ``Y``'s rows over each query's ``k`` most similar columns of ``sims``
     (weights clipped at 1e-3, so -inf leaves a neighbour out); NaN cells are skipped, and a column
-    with no scored neighbour gets ``mu``."""
+    with no scored neighbour gets ``mu``.
+
+    With a per-row difficulty ``D`` [N] (a memory learnt from bandit feedback, ``online.py``), each
+    candidate's mean is taken over its neighbours' *relative* scores ``Y - D`` (each row weighted
+    also by ``row_w``), and the neighbours' mean difficulty (similarity weights only) is added back:
+    so the candidates compare on what they did relative to each prompt's difficulty, whichever
+    prompts each was scored on. For rows that score every candidate, with ``D`` their own mean,
+    this is exactly the plain mean."""
     k = max(1, min(k, sims.shape[1]))
     idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     w = np.clip(np.take_along_axis(sims, idx, axis=1), 1e-3, None)[:, :, None]  # [N,k,1]
     y = Y[idx]  # [N,k,C]
     m = ~np.isnan(y)
-    num = (np.where(m, y, 0.0) * w).sum(1)
-    den = (m * w).sum(1)
+    if D is None:
+        num = (np.where(m, y, 0.0) * w).sum(1)
+        den = (m * w).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.maximum(den, 1e-12), mu[None, :])
+    d = np.asarray(D, dtype=np.float64)[idx][:, :, None]  # [N,k,1]
+    wr = w * (1.0 if row_w is None else np.asarray(row_w, dtype=np.float64)[idx][:, :, None])
+    num = (np.where(m, y - d, 0.0) * wr).sum(1)
+    den = (m * wr).sum(1)
+    dbar = (d * w).sum(1) / w.sum(1)  # [N,1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 0, num / np.maximum(den, 1e-12), mu[None, :])
-    return out
+        return np.where(den > 0, num / np.maximum(den, 1e-12) + dbar, mu[None, :])
+
+
+def memory_row_weights(Y: np.ndarray, partial_weight: float) -> np.ndarray:
+    """Weight of each memory row in a relative (difficulty-corrected) kNN mean: 1 for a row that
+    scores every candidate, ``partial_weight`` for a row learnt from bandit feedback."""
+    return np.where((~np.isnan(Y)).all(axis=1), 1.0, float(partial_weight))
 
 
 class Predictor:
@@ -108,6 +129,7 @@ class Predictor:
         self.params = dict(params)
         self.alpha = float(params.get("alpha", 1.0))
         self.mu = None
+        self.D = self.RW = None  # kNN memory only: row difficulties learnt from bandit feedback (online.py)
 
     # -- interface -------------------------------------------------------------------
     def fit(self, X: np.ndarray, Y: np.ndarray, cost: np.ndarray, folds: int = 5, seed: int = 0,
@@ -164,6 +186,28 @@ class Predictor:
 
 
 # ---------------------------------------------------------------------------------------
+# the kNN memory: knn_x [N, d], knn_y [N, C] (NaN = unscored), and, once it has learnt from bandit
+# feedback (online.py), knn_d [N] (each row's difficulty) with the param partial_weight
+def memory_predict(pred: Predictor, X: np.ndarray, k: int) -> np.ndarray:
+    return knn_mean(X @ pred.X.T, pred.Y.astype(np.float64), k, pred.mu, pred.D, pred.RW)
+
+
+def memory_state(pred: Predictor, params: dict) -> tuple[dict, dict]:
+    tensors = {"knn_x": pred.X, "knn_y": pred.Y}
+    if pred.D is not None:
+        tensors["knn_d"] = pred.D
+        params = {**params, "partial_weight": float(pred.params["partial_weight"])}
+    return tensors, params
+
+
+def memory_load(pred: Predictor, tensors: dict) -> None:
+    pred.X = np.asarray(tensors["knn_x"], dtype=np.float32)
+    pred.Y = np.asarray(tensors["knn_y"], dtype=np.float32)
+    pred.D = np.asarray(tensors["knn_d"], dtype=np.float32) if tensors.get("knn_d") is not None else None
+    pred.RW = None if pred.D is None else memory_row_weights(pred.Y, float(pred.params.get("partial_weight", 1.0)))
+
+
+# ---------------------------------------------------------------------------------------
 class KNNPredictor(Predictor):
     kind = "knn"
     K_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -192,14 +236,13 @@ class KNNPredictor(Predictor):
         return self.mu + self.alpha * (oofs[self.k] - self.mu)
 
     def _raw(self, X):
-        return knn_mean(X @ self.X.T, self.Y.astype(np.float64), int(self.params["k"]), self.mu)
+        return memory_predict(self, X, int(self.params["k"]))
 
     def _state(self):
-        return {"knn_x": self.X, "knn_y": self.Y}, {"k": int(self.params["k"])}
+        return memory_state(self, {"k": int(self.params["k"])})
 
     def _load(self, tensors):
-        self.X = np.asarray(tensors["knn_x"], dtype=np.float32)
-        self.Y = np.asarray(tensors["knn_y"], dtype=np.float32)
+        memory_load(self, tensors)
         self.k = int(self.params["k"])
 
 
@@ -435,20 +478,19 @@ class KNNOrRidgePredictor(Predictor):
     def _raw(self, X):
         if self.params["family"] == "ridge":
             return self.mu[None, :] + X.astype(np.float64) @ self.W.astype(np.float64)
-        return knn_mean(X @ self.X.T, self.Y.astype(np.float64), int(self.params["value"]), self.mu)
+        return memory_predict(self, X, int(self.params["value"]))
 
     def _state(self):
         params = {"family": str(self.params["family"]), "value": float(self.params["value"])}
         if params["family"] == "ridge":
             return {"ridge_w": self.W}, params
-        return {"knn_x": self.X, "knn_y": self.Y}, params
+        return memory_state(self, params)
 
     def _load(self, tensors):
         if self.params["family"] == "ridge":
             self.W = np.asarray(tensors["ridge_w"], dtype=np.float32)
         else:
-            self.X = np.asarray(tensors["knn_x"], dtype=np.float32)
-            self.Y = np.asarray(tensors["knn_y"], dtype=np.float32)
+            memory_load(self, tensors)
 
 
 PREDICTORS: dict[str, type[Predictor]] = {

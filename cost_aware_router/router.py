@@ -9,15 +9,16 @@ Reading and writing router files is ``router_file.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from .added import AddedCandidate, with_added
 from .budget import Budget, Plan, resolve
 from .errors import RouterError
-from .explore import explore_mask, least_supported, weighted_count
+from .explore import decide, weighted_count
 from .hold import BudgetHolder
-from .predictors import Predictor, choose
+from .predictors import Predictor
 from .reference import Reference
 from .validate import finite
 
@@ -193,29 +194,10 @@ class Router:
         plan = self.plan(budget)
         E = self.embedder.embed(prompts)
         z, dist, fallback = self.predict_embedded(E)
-        explored, sup = np.zeros(len(prompts), dtype=bool), None
         if plan.force is not None:
             holder = None
-        if explore > 0 and plan.force is None:
-            explored = explore_mask(prompts, explore, seed)
-            sup = self.support(E) if explored.any() else None
-        if holder is None:
-            picks, lams = plan.choose(z, self.cost, prompts)
-            for i in np.nonzero(explored)[0]:
-                alt = least_supported(z[i], self.cost, float(lams[i]), sup[i], int(picks[i]), plan.allowed)
-                picks[i] = picks[i] if alt is None else alt
-                explored[i] = alt is not None
-        else:  # in order: each choice moves the cost weight of the next
-            held = []
-            for i, row in enumerate(z):
-                lam = holder.lam()
-                c = int(choose(row[None, :], self.cost, lam, plan.allowed)[0])
-                alt = least_supported(row, self.cost, lam, sup[i], c, plan.allowed) if explored[i] else None
-                explored[i] = alt is not None
-                c = c if alt is None else alt
-                holder.observe(float(self.cost[c]), row, plan.allowed)
-                held.append((lam, c, holder.mean_cost, holder.count))
-            lams, picks = [h[0] for h in held], [h[1] for h in held]
+        picks, lams, explored, held = decide(z, self.cost, plan, prompts, holder, explore, seed,
+                                             support=partial(self.support, E))
         raw = self.to_raw(z)
         costs = {n: float(self.cost[j]) for j, n in enumerate(self.names)}
         out = []
@@ -230,8 +212,8 @@ class Router:
                 d.extra["explored"] = bool(explored[i])
             if holder is not None:
                 d.budget = f"holding {d.budget}"
-                d.extra["held"] = {"target": holder.target, "realised_mean_cost": round(held[i][2], 6),
-                                   "count": held[i][3]}
+                d.extra["held"] = {"target": holder.target, "realised_mean_cost": round(held[i][0], 6),
+                                   "count": held[i][1]}
             d.explanation = self.explain(d, z[i], plan.allowed, float(lams[i]))
             out.append(d)
         return out

@@ -240,9 +240,17 @@ def _predictor(path: Path, meta: dict, tensors: dict, C: int):
         _need(ok, path, f"tensor '{name}' has shape {tuple(got)}, expected {tuple(s or '*' for s in shape)} "
               f"(embedding dim {d}, {C} candidates)")
     if family == "knn":
-        _need(tensors["knn_x"].shape[0] == tensors["knn_y"].shape[0], path,
+        N = tensors["knn_x"].shape[0]
+        _need(N == tensors["knn_y"].shape[0], path,
               f"tensors 'knn_x' and 'knn_y' disagree on the number of training prompts "
-              f"({tensors['knn_x'].shape[0]} vs {tensors['knn_y'].shape[0]})")
+              f"({N} vs {tensors['knn_y'].shape[0]})")
+        if "knn_d" in tensors:  # row difficulties of a memory that learnt from bandit feedback (online.py)
+            _need(tensors["knn_d"].shape == (N,) and np.isfinite(tensors["knn_d"]).all(), path,
+                  f"tensor 'knn_d' must hold {N} finite numbers (one per memory row), got shape "
+                  f"{tuple(tensors['knn_d'].shape)}")
+            pw = params.get("partial_weight")
+            _need(is_finite(pw) and 0 < pw <= 1, path,
+                  f"predictor param 'partial_weight' must be a number in (0, 1] with tensor 'knn_d', got {pw!r}")
     if pcls.kind == "mlp":
         _need(int(params["dim"]) == d and int(params["outputs"]) == C, path,
               f"MLP params dim={params['dim']}, outputs={params['outputs']} do not match embedding dim {d} and "
