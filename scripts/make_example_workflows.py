@@ -53,6 +53,7 @@ SIZE = {
     "preview_image": (560, 420),
     "anchors": (560, 290),
     "add": (560, 350),
+    "feedback": (420, 240),
 }
 
 
@@ -144,6 +145,7 @@ SWEEP_PROMPTS = "\n".join([
 # The route_and_generate budget: a target average cost on the default router's calibration curve
 # (router_weights/README.md): about half of always-SDXL's cost.
 TARGET_MODE, TARGET_SECONDS = "target average cost (s/image)", 3.0
+LEARN_ROUTER = "my_router.safetensors"  # route_score_learn: the router train_router saves
 
 NOTES = {
     "route_and_generate": """\
@@ -215,6 +217,25 @@ own router (train_router).
 
 **CPU or GPU:** adding takes seconds; nothing to change.
 """,
+    "route_score_learn": """\
+## Route, score, and learn from every image
+
+Your candidates → Candidate Pool → **Cost-Aware Router** (`my_router`) → KSampler → **Quality Scorer** → \
+**Router Feedback**. Only the chosen candidate is generated and scored; Router Feedback adds that one score \
+to `my_router_learnt.safetensors` (created from `my_router` the first time, in `models/router_weights`), \
+so the router improves on your own prompts without a full sweep. `explore` sends 10% of prompts to a \
+candidate the router knows least about here, so no candidate is judged on old data forever.
+
+**Needs first:** `my_router.safetensors` from **train_router**, trained on what \
+**collect_scored_generations** saved: the same candidates (labels) and the **same scorer** (kind and model) \
+as here. A score on another scale (e.g. CLIPScore into the default router, which predicts human ratings) \
+would teach it wrong things.
+
+**Then:** pick `my_router_learnt.safetensors` in the router node to route with what it learnt; keep \
+Router Feedback's `router` on the same router and `output_name` as they are.
+
+**CPU only:** 256×256 (Empty Latent Image). **GPU:** nothing to change.
+""",
 }
 
 
@@ -250,20 +271,18 @@ def encoders(g: Graph, col: Column, positive: str, negative: str, size_px: int) 
     return pos, neg, latent
 
 
-def route_and_generate() -> dict:
-    g = Graph()
-    c_note, c_cand, c_pool, c_route, c_enc, c_ks, c_out = columns(
-        SIZE["note"][0], SIZE["candidate"][0], SIZE["pool"][0], SIZE["route"][0], SIZE["encode"][0],
-        SIZE["ksampler"][0], SIZE["save_image"][0])
-    g.note(c_note.place("note")[0], NOTES["route_and_generate"])
-    last = candidate_chain(g, c_cand, CANDIDATES)
+def routed_generation(g: Graph, cols: list[Column], candidates, route_widgets: list, save_prefix: str
+                      ) -> tuple[int, int, int]:
+    """Candidates -> pool -> Cost-Aware Router (fed by a Prompt node) -> KSampler -> VAEDecode -> SaveImage,
+    in columns (candidates, pool, router, encoders, KSampler, output). Returns (prompt, router, decode)."""
+    c_cand, c_pool, c_route, c_enc, c_ks, c_out = cols
+    last = candidate_chain(g, c_cand, candidates)
     pool = pool_node(g, c_pool)
     g.link(last, 0, pool, "candidates")
     p, s = c_pool.place("prompt")
     text = g.node("PrimitiveStringMultiline", p, [PROMPT], outputs=[("STRING", "STRING")], size=s, title="Prompt")
     p, s = c_route.place("route")
-    router = g.node("CostAwareRouter.Route", p,
-                    [PROMPT, "default.safetensors", TARGET_MODE, TARGET_SECONDS, 0.0, "", True, 0.0, False],
+    router = g.node("CostAwareRouter.Route", p, [PROMPT, *route_widgets],
                     inputs=[("pool", "COST_AWARE_POOL"), ("prompt", "STRING", "prompt")],
                     outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"), ("steps", "INT"), ("cfg", "FLOAT"),
                              ("sampler_name", "COMBO"), ("scheduler", "COMBO"), ("label", "STRING"),
@@ -280,7 +299,7 @@ def route_and_generate() -> dict:
     p, s = c_out.place("decode")
     dec = g.node("VAEDecode", p, inputs=[("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")], size=s)
     p, s = c_out.place("save_image")
-    save = g.node("SaveImage", p, ["routed"], inputs=[("images", "IMAGE")], size=s)
+    save = g.node("SaveImage", p, [save_prefix], inputs=[("images", "IMAGE")], size=s)
     g.link(router, 0, ks, "model")
     g.link(router, 1, pos, "clip")
     g.link(router, 1, neg, "clip")
@@ -293,6 +312,18 @@ def route_and_generate() -> dict:
     g.link(ks, 0, dec, "samples")
     g.link(router, 2, dec, "vae")
     g.link(dec, 0, save, "images")
+    return text, router, dec
+
+
+ROUTE_COLUMNS = ("candidate", "pool", "route", "encode", "ksampler", "save_image")
+
+
+def route_and_generate() -> dict:
+    g = Graph()
+    c_note, *cols = columns(SIZE["note"][0], *(SIZE[k][0] for k in ROUTE_COLUMNS))
+    g.note(c_note.place("note")[0], NOTES["route_and_generate"])
+    routed_generation(g, cols, CANDIDATES,
+                      ["default.safetensors", TARGET_MODE, TARGET_SECONDS, 0.0, "", True, 0.0, False], "routed")
     return g.to_json()
 
 
@@ -382,6 +413,30 @@ def collect_scored_generations() -> dict:
     return g.to_json()
 
 
+def route_score_learn() -> dict:
+    """Route with your own router, generate, score the image, and teach the router that score."""
+    g = Graph()
+    c_note, *cols, c_learn = columns(SIZE["note"][0], *(SIZE[k][0] for k in ROUTE_COLUMNS), SIZE["feedback"][0])
+    g.note(c_note.place("note")[0], NOTES["route_score_learn"])
+    text, router, dec = routed_generation(g, cols, SWEEP_CANDIDATES,
+                                          [LEARN_ROUTER, "router default", 0.0, 0.0, "", True, 0.1, False],
+                                          "routed_learn")
+    p, s = c_learn.place("scorer")
+    score = g.node("CostAwareRouter.QualityScorer", p, [PROMPT, "clip-vit-large-patch14", "clipscore"],
+                   inputs=[("image", "IMAGE"), ("prompt", "STRING", "prompt")], outputs=[("score", "FLOAT")],
+                   size=s, color=PURPLE)
+    p, s = c_learn.place("feedback")
+    learn = g.node("CostAwareRouter.Feedback", p, [LEARN_ROUTER, "my_router_learnt"],
+                   inputs=[("prompt", "STRING"), ("label", "STRING"), ("score", "FLOAT")],
+                   outputs=[("router_name", "STRING"), ("report", "STRING")], size=s, color=PURPLE)
+    g.link(dec, 0, score, "image")
+    g.link(text, 0, score, "prompt")
+    g.link(text, 0, learn, "prompt")
+    g.link(router, 7, learn, "label")
+    g.link(score, 0, learn, "score")
+    return g.to_json()
+
+
 # -- thumbnails -------------------------------------------------------------------------------------
 # (title, one-line description, the flow in three steps, what to install first)
 CARDS = {
@@ -399,6 +454,9 @@ CARDS = {
     "add_candidate": ("Add a candidate", "Adds a new checkpoint or step count to a router without "
                       "retraining.", ("anchor prompts", "score new one", "router + 1"),
                       "Needs: the new candidate's scores"),
+    "route_score_learn": ("Route, score, learn", "Scores each routed image and teaches the router that score.",
+                          ("route", "generate, score", "learn"),
+                          "Needs: my_router from train_router"),
 }
 
 
@@ -474,7 +532,8 @@ def thumbnail(name: str, path: Path) -> None:
 
 
 BUILDERS = {"route_and_generate": route_and_generate, "train_router": train_router,
-            "collect_scored_generations": collect_scored_generations, "add_candidate": add_candidate}
+            "collect_scored_generations": collect_scored_generations, "add_candidate": add_candidate,
+            "route_score_learn": route_score_learn}
 
 
 def main() -> int:

@@ -236,3 +236,28 @@ def train_alternating_router(folder: Path, name: str = "alternating.safetensors"
     ds = Dataset(prompts, ["cats", "cars"], q, np.ones_like(q), np.array([1.0, 1.0]), {})
     save_router(train_router(ds, get_embedder(), "knn"), folder / name, overwrite=True)
     return name
+
+
+# The candidates of the collect_scored_generations and route_score_learn templates, standing in for
+# TIFA-160's three (tests/data/tifa_160), whose CLIPScore (ViT-B/32) is the metric.
+SWEEP_LABELS = {"sd11-50": "sd15-25", "sd15-50": "sd15-8", "sd21-50": "sdxl-turbo-1"}
+
+
+def train_sweep_router(folder: Path, name: str) -> str:
+    """A router over the templates' own candidates (sd15-25, sd15-8, sdxl-turbo-1), trained by the core on
+    TIFA-160's CLIPScores relabelled: what train_router makes from a collect_scored_generations folder."""
+    import tempfile
+
+    from cost_aware_router.embed import get_embedder
+    from cost_aware_router.router_file import save_router
+    from cost_aware_router.scored import load_dataset
+    from cost_aware_router.train import train_router
+
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "tifa_160" / "generations.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "generations.jsonl").write_text("".join(
+            json.dumps({**r, "candidate": SWEEP_LABELS[r["candidate"]]}) + "\n" for r in rows), encoding="utf-8")
+        ds = load_dataset(tmp, metric="clipscore_vitb32")
+    save_router(train_router(ds, get_embedder(), "knn"), folder / name, overwrite=True)
+    return name

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from .harness import REPO, copy_data
+from .harness import REPO, copy_data, train_sweep_router
 from .ui_to_api import widget_layout
 
-TEMPLATES = ["route_and_generate", "train_router", "add_candidate", "collect_scored_generations"]
+TEMPLATES = ["route_and_generate", "train_router", "add_candidate", "collect_scored_generations", "route_score_learn"]
 EXAMPLES = {name: json.loads((REPO / "example_workflows" / f"{name}.json").read_text()) for name in TEMPLATES}
 DRIVER = Path(__file__).resolve().parent / "browser" / "driver.cjs"
 TIFA = REPO / "tests" / "data" / "tifa_160"
@@ -49,6 +49,13 @@ RUNS = {
         {"type": "CostAwareRouter.QualityScorer", "widget": "scorer_model", "value": "tiny_clip"},
         {"type": "CostAwareRouter.CandidateSweep", "widget": "output_folder", "value": "browser_collection"},
         {"type": "CostAwareRouter.SaveScoredGeneration", "widget": "folder", "value": "browser_collection"},
+    ],
+    # my_router (from train_router, here on TIFA's candidates) stands in for the router trained on this
+    # pool's candidates and scorer: SWEEP_ROUTER, prepared by the fixture
+    "route_score_learn": SMALL + [
+        {"type": "CostAwareRouter.QualityScorer", "widget": "scorer_model", "value": "tiny_clip"},
+        {"type": "CostAwareRouter.Route", "widget": "router", "value": "sweep_router.safetensors"},
+        {"type": "CostAwareRouter.Feedback", "widget": "router", "value": "sweep_router.safetensors"},
     ],
 }
 
@@ -103,11 +110,14 @@ def page(comfy, tmp_path_factory):
     # what the notes say to prepare first: a scored folder for training, the new candidate's scores
     copy_data(TIFA, comfy.root / "input" / "scored_generations")
     _score_new_candidate_on_anchors(comfy.root / "input" / "new_candidate", "sd15-25")
-    for name in ("my_router.safetensors", "default_plus_sd15_25.safetensors"):
+    for name in ("my_router.safetensors", "default_plus_sd15_25.safetensors", "my_router_learnt.safetensors"):
         (comfy.root / "models" / "router_weights" / name).unlink(missing_ok=True)
+    train_sweep_router(comfy.root / "models" / "router_weights", "sweep_router.safetensors")
     out = tmp_path_factory.mktemp("browser")
     config = {"url": comfy.url, "out_dir": str(out), "node_modules": str(modules), "chromium": browser,
-              "module": module, "templates": TEMPLATES, "runs": RUNS, "timeout_s": 300}
+              "module": module, "templates": TEMPLATES, "runs": RUNS, "timeout_s": 300,
+              # route_score_learn picks my_router, which the train_router run has just written
+              "refresh_before": ["route_score_learn"]}
     (out / "config.json").write_text(json.dumps(config))
     proc = subprocess.run(["node", str(DRIVER), str(out / "config.json")], capture_output=True, text=True,
                           timeout=1500)
@@ -266,6 +276,17 @@ def test_every_node_with_something_to_say_draws_it(page):
         for n in state["nodes"]:
             if n["report"] is not None and n["report_box"]:
                 assert n["report_box"] > 0
+
+
+def test_route_score_learn_teaches_a_learnt_copy(page):
+    t = page["templates"]["route_score_learn"]
+    _ran(t, "route_score_learn")
+    route = by_type(t["after_run"], "CostAwareRouter.Route")[0]["report"]
+    chose = re.match(r"chose '(sd15-25|sd15-8|sdxl-turbo-1)': ", route)
+    assert chose, route
+    learnt = by_type(t["after_run"], "CostAwareRouter.Feedback")[0]["report"]
+    assert re.match(rf"learnt: '{chose.group(1)}' scored [-\d.e+]+ on this prompt; my_router_learnt\.safetensors "
+                    r"now holds 1 scored generation", learnt), learnt
 
 
 def test_screenshots_are_saved(page):

@@ -16,6 +16,7 @@ from .harness import (
     error_message,
     texts,
     train_alternating_router,
+    train_sweep_router,
 )
 
 NODES = ("CostAwareRouter.Candidate", "CostAwareRouter.CandidatePool", "CostAwareRouter.Route",
@@ -79,6 +80,10 @@ def test_example_workflow_runs(comfy, path):
             _score_new_candidate_on_anchors(comfy.root / "input" / node["inputs"]["data_folder"],
                                             node["inputs"]["candidate"])
             node["inputs"]["overwrite"] = True
+        if node["class_type"] == "CostAwareRouter.Feedback":  # what the note asks for: my_router, from train_router
+            train_sweep_router(comfy.root / "models" / "router_weights", node["inputs"]["router"])
+            (comfy.root / "models" / "router_weights" / f"{node['inputs']['output_name']}.safetensors").unlink(
+                missing_ok=True)
     entry = comfy.run(api)
     assert entry["status"]["status_str"] == "success", error_message(entry) or entry["status"]
     outputs = entry["outputs"]
@@ -93,6 +98,21 @@ def test_example_workflow_runs(comfy, path):
         ds = load_dataset(comfy.root / "output" / "example_collection")
         assert ds.quality.shape == (4, 3) and not np.isnan(ds.quality).any()
         assert (ds.cost > 0).all()  # measured on this machine
+    elif path.stem == "route_score_learn":
+        from cost_aware_router.router_file import load_router
+
+        saved = [img for out in outputs.values() for img in out.get("images", []) if img["type"] == "output"]
+        assert len(saved) == 1 and saved[0]["filename"].startswith("routed_learn")
+        shown = [t for out in outputs.values() for t in out.get("text", [])]
+        chose = [re.match(r"chose '([\w-]+)'", t) for t in shown if t.startswith("chose '")]
+        assert chose and chose[0].group(1) in ("sd15-25", "sd15-8", "sdxl-turbo-1")
+        learnt = [t for t in shown if t.startswith("learnt: ")]
+        assert learnt and re.match(rf"learnt: '{chose[0].group(1)}' scored [-\d.e+]+ on this prompt; "
+                                   r"my_router_learnt\.safetensors now holds 1 scored generation", learnt[0]), learnt
+        weights = comfy.root / "models" / "router_weights"
+        router = load_router(weights / "my_router_learnt.safetensors")
+        assert router.training["online_observations"] == 1
+        assert len(router.predictor.X) == len(load_router(weights / "my_router.safetensors").predictor.X) + 1
     elif path.stem == "add_candidate":
         from cost_aware_router.router_file import load_router
 

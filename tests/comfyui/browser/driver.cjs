@@ -3,8 +3,10 @@
 //   node driver.cjs CONFIG.json
 //
 // CONFIG: {url, out_dir, node_modules, chromium, module, templates: [name], runs: {name: [edit]},
-//          timeout_s}; an edit is {type, widget, value}: what a person would type into that node's widget
-//          before pressing Run (e.g. the scorer model they installed).
+//          refresh_before: [name], timeout_s}; an edit is {type, widget, value}: what a person would type
+//          into that node's widget before pressing Run (e.g. the scorer model they installed);
+//          refresh_before lists templates loaded after "Refresh Node Definitions" (key r), as a person
+//          does once an earlier template has written a file this one picks (a trained router).
 // Writes out_dir/results.json (what the page showed: template cards, every node's box and widget
 // values, the reports drawn on the nodes, execution events, dialogs and page errors) and PNG
 // screenshots into out_dir. The Python test makes the assertions.
@@ -222,6 +224,11 @@ async function main() {
 
     for (const name of cfg.templates) {
       const t = results.templates[name] = {};
+      if ((cfg.refresh_before || []).includes(name)) {
+        mark(`refresh node definitions before ${name}`);
+        await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.RefreshNodeDefinitions"));
+        await sleep(1500);
+      }
       mark(`load ${name}`);
       // load it as a person does: template browser -> the pack -> the card
       await openOurTemplates(page);
