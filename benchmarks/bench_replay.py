@@ -6,10 +6,12 @@ For every rating table (``tables.TABLES``: each table's first metric, plus AGIQA
 every 5-fold prompt split (``predictors.kfold``) of seeds 0..seeds-1:
 
 * **static** -- a kNN router trained on a random 10% of the training prompts (every candidate scored);
-* **replay P** -- that router, streamed the other training prompts (random order) at its default
-  budget (``Budget()``) with a share P of exploration (P = 0, 0.05, 0.10): only the chosen
-  candidate's score is revealed, the router is updated after every 32 prompts
-  (``online.replay``); evaluated after each quarter of the stream (learning curve);
+* **replay P** -- that router, streamed the other training prompts (random order) with a share P of
+  exploration (P = 0, 0.05, 0.10), at two budgets: the router's default (``Budget()``, stateless)
+  and a held target average cost of 30% of a full row's cost (``hold.BudgetHolder``; the 10% start
+  plus the stream then spend 37% of the full matrix); only the chosen candidate's score is
+  revealed, the router is updated after every 32 prompts (``online.replay``); evaluated after each
+  quarter of the stream (learning curve);
 * **full** -- a kNN router trained offline on every candidate's score for every training prompt.
 
 Each is evaluated on the held-out fold (``evaluate.evaluate_router``: gap closed between the best
@@ -45,6 +47,7 @@ from run_all import machine  # noqa: E402
 from cost_aware_router.budget import Budget  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
 from cost_aware_router.evaluate import evaluate_router  # noqa: E402
+from cost_aware_router.hold import BudgetHolder  # noqa: E402
 from cost_aware_router.online import replay  # noqa: E402
 from cost_aware_router.plots import plot_curves, save_plot  # noqa: E402
 from cost_aware_router.predictors import kfold  # noqa: E402
@@ -52,6 +55,10 @@ from cost_aware_router.scored import Dataset, aggregate  # noqa: E402
 from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
 
 EXPLORE = (0.0, 0.05, 0.10)
+# replay budgets: the router's default (stateless), and a held target of HELD_ROW_SHARE of a full row's
+# cost, so that the 10% start plus the stream spend 0.1 + 0.9 * 0.3 = 37% of the full matrix
+HELD_ROW_SHARE = 0.30
+CONFIGS = [("default", P) for P in EXPLORE] + [("held", P) for P in EXPLORE]
 START_SHARE = 0.10
 QUARTERS = 4
 FOLDS = 5
@@ -87,6 +94,10 @@ class CachedEmbedder:
         return np.stack([self.cache[p] for p in prompts]).astype(np.float32)
 
 
+def config_key(budget: str, P: float) -> str:
+    return f"{budget}:{P:g}"
+
+
 def spend(ds: Dataset, idx) -> float:
     """Seconds to generate every scored cell of prompts ``idx``."""
     return float(((ds.counts[idx] > 0) * ds.cost[None, :]).sum())
@@ -105,7 +116,7 @@ def double_centred_corr(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 def run_split(ds: Dataset, X: np.ndarray, emb, train: np.ndarray, test: np.ndarray, seed: int, rng,
-              eval_ds: Dataset | None = None, true_q: np.ndarray | None = None) -> dict:
+              eval_ds: Dataset | None = None, true_q: np.ndarray | None = None, configs=None) -> dict:
     """One fold of one seed: static start, replay at every exploration share (with a learning curve),
     full-matrix router. ``eval_ds`` (default ``ds``) is what the test fold is scored on; ``true_q``
     (synthetic) the noise-free quality for the signal-recovery correlation."""
@@ -144,17 +155,23 @@ def run_split(ds: Dataset, X: np.ndarray, emb, train: np.ndarray, test: np.ndarr
     chf = full.choices(zf, stream_ds.prompts, Budget(budget=static.default_budget))[0]
     res["full_stream"] = {"mean_score": float(np.nanmean(stream_ds.quality[rows, chf])),
                           "mean_cost": float(full.cost[chf].mean())}
-    for P in EXPLORE:
+    row_cost = float(ds.cost.sum())
+    for bkey, P in configs or CONFIGS:
         router, spent, curve, all_rows, summaries = static, start_spend, [], [], []
+        budget, holder = Budget(), None
+        if bkey == "held":  # a target average cost that keeps the whole spend under the goal, held on the stream
+            target = HELD_ROW_SHARE * row_cost
+            budget = Budget(budget=target)
+            holder = BudgetHolder(target, static.plan(budget).blended_cost_weight, static.cost, "replay-benchmark")
         for chunk in np.array_split(stream_idx, QUARTERS):
-            router, rows_, summ = replay(router, ds.subset(chunk), budget=Budget(), explore=P, seed=seed,
-                                         embeddings=X[chunk])
+            router, rows_, summ = replay(router, ds.subset(chunk), budget=budget, explore=P, seed=seed,
+                                         embeddings=X[chunk], holder=holder)
             spent += sum(r["cost"] for r in rows_)
             all_rows += rows_
             summaries.append(summ)
             curve.append({"spend_share": spent / full_spend, "prompts_seen": len(all_rows), **score(router)})
         n = len(all_rows)
-        res["replay"][str(P)] = {
+        res["replay"][config_key(bkey, P)] = {
             **curve[-1], "curve": curve, "spend": spent, "spend_share": spent / full_spend,
             "stream_mean_score": float(np.mean([r["score"] for r in all_rows])) if n else None,
             "stream_mean_cost": float(np.mean([r["cost"] for r in all_rows])) if n else None,
@@ -162,6 +179,7 @@ def run_split(ds: Dataset, X: np.ndarray, emb, train: np.ndarray, test: np.ndarr
             "skipped": int(sum(s["skipped"] for s in summaries)),
             "mean_ood_fallback": float(np.mean([s["mean_ood_fallback"] for s in summaries])),
             "alpha": router.predictor.alpha, "k": router.predictor.params["k"],
+            "memory": router.training.get("online_memory"),
             "online_observations": router.training.get("online_observations"),
         }
     res["seconds"] = time.perf_counter() - t
@@ -185,11 +203,12 @@ def aggregate_runs(runs: list[dict]) -> dict:
            "replay": {}}
     full_gap = out["full"]["gap_closed"]["mean"]
     static_gap = out["static"]["gap_closed"]["mean"]
-    for P in EXPLORE:
-        rr = [r["replay"][str(P)] for r in runs]
+    for bkey, P in CONFIGS:
+        rr = [r["replay"][config_key(bkey, P)] for r in runs]
         agg = {k: mean_sd([x[k] for x in rr]) for k in keys + ["spend_share", "explored_share", "stream_mean_score",
                                                                  "stream_mean_cost", "alpha", "mean_ood_fallback"]}
         agg["runs_alpha_above_0"] = int(sum(x["alpha"] > 0 for x in rr))
+        agg["runs_relative_memory"] = int(sum(x.get("memory") == "relative" for x in rr))
         agg["curve"] = [{k: float(np.mean([x["curve"][q][k] for x in rr])) for k in x0.keys()}
                         for q, x0 in enumerate(rr[0]["curve"])]
         below = [x["gap_closed"] < r["static"]["gap_closed"] - 1e-9 for x, r in zip(rr, runs)]
@@ -203,7 +222,7 @@ def aggregate_runs(runs: list[dict]) -> dict:
             "mean_not_below_static": bool(gap >= static_gap - 1e-12),
             "never_below_static": bool(not any(below)),
         }
-        out["replay"][str(P)] = agg
+        out["replay"][config_key(bkey, P)] = agg
     return out
 
 
@@ -217,9 +236,9 @@ def table_cases(data_dir):
             yield table, metric, ds.subset(np.nonzero(ds.complete)[0])
 
 
-def synthetic_table(emb, rng_seed: int = 0, common_sd: float = 0.0):
+def synthetic_table(emb, rng_seed: int = 0, common_sd: float = 0.0, n_prompts: int = SYN_PROMPTS):
     lines = [ln.strip() for ln in SYN_PROMPT_FILE.read_text(encoding="utf-8", errors="replace").splitlines()]
-    prompts = list(dict.fromkeys(ln for ln in lines if ln))[:SYN_PROMPTS]
+    prompts = list(dict.fromkeys(ln for ln in lines if ln))[:n_prompts]
     X = emb.embed(prompts)
     rng = np.random.default_rng(rng_seed)
     C = len(SYN_COSTS)
@@ -246,11 +265,12 @@ def synthetic_table(emb, rng_seed: int = 0, common_sd: float = 0.0):
 def plot_case(key: str, title: str, agg: dict, out_dir: Path, metric_key: str = "gap_closed",
               ylabel: str = "gap closed") -> str:
     lines = []
-    for P in EXPLORE:
-        cv = agg["replay"][str(P)]["curve"]
+    for bkey, P in CONFIGS:
+        cv = agg["replay"][config_key(bkey, P)]["curve"]
         xs = [START_SHARE] + [c["spend_share"] for c in cv]
         ys = [agg["static"][metric_key]["mean"]] + [c[metric_key] for c in cv]
-        lines.append((f"replay explore {P:g}", xs, ys, COLORS[P], 3 if P == 0 else 2))
+        color = COLORS[P] if bkey == "default" else tuple(int(v * 0.55) for v in COLORS[P])
+        lines.append((f"{SHORT_WORDS[bkey]}, P={P:g}", xs, ys, color, 3 if P == 0 else 2))
     dots = [("static 10%", START_SHARE, agg["static"][metric_key]["mean"], (120, 120, 120)),
             ("full matrix", 1.0, agg["full"][metric_key]["mean"], (40, 160, 40))]
     img = plot_curves(lines, dots, title=f"{title}: test {ylabel} vs generation spend",
@@ -266,39 +286,85 @@ def fmt(x, pct=False, digits=3):
     return f"{x:+.1%}" if pct else f"{x:.{digits}f}"
 
 
+BUDGET_WORDS = {"default": "default budget", "held": f"held {HELD_ROW_SHARE:.0%} of a row"}
+SHORT_WORDS = {"default": "default", "held": f"held {HELD_ROW_SHARE:.0%}"}
+
+
 def markdown(results: list[dict]) -> str:
-    head = ("| table / metric | static 10% | replay P=0 | P=0.05 | P=0.10 | full matrix | replay spend "
-            "(P=0 / .05 / .10) | ≥90% of full | spend ≤40% | never below static (runs below) |")
+    head = ("| table / metric | replay budget | static 10% | replay P=0 | P=0.05 | P=0.10 | full matrix | "
+            "replay / full (P=0 / .05 / .10) | spend (P=0 / .05 / .10) | runs below static (P=0 / .05 / .10) |")
     out = [head, "|" + "---|" * 10]
+    g = lambda d: fmt(d["gap_closed"]["mean"], pct=True)  # noqa: E731
     for r in results:
         a = r["aggregate"]
-        rp = a["replay"]
-        g = lambda d: fmt(d["gap_closed"]["mean"], pct=True)  # noqa: E731
-        goals = [rp[str(P)]["goals"] for P in EXPLORE]
-        yn = lambda b: "met" if b else "not met"  # noqa: E731
-        out.append(
-            f"| {r['table']} / {r['metric']} | {g(a['static'])} | {g(rp['0.0'])} | {g(rp['0.05'])} | {g(rp['0.1'])} "
-            f"| {g(a['full'])} | " + " / ".join(f"{rp[str(P)]['spend_share']['mean']:.0%}" for P in EXPLORE)
-            + " | " + " / ".join(yn(x["gap_ge_90pct_of_full"]) for x in goals)
-            + " | " + " / ".join(yn(x["spend_le_40pct_of_full"]) for x in goals)
-            + " | " + " / ".join(f"{yn(x['never_below_static'])} ({x['runs_below_static']})" for x in goals) + " |")
+        for bkey in BUDGET_WORDS:
+            rp = [a["replay"][config_key(bkey, P)] for P in EXPLORE]
+            ratio = [x["goals"]["gap_ratio_to_full"] for x in rp]
+            out.append(
+                f"| {r['table']} / {r['metric']} | {BUDGET_WORDS[bkey]} | {g(a['static'])} | "
+                + " | ".join(g(x) for x in rp) + f" | {g(a['full'])} | "
+                + " / ".join("–" if v is None else f"{v:.0%}" for v in ratio) + " | "
+                + " / ".join(f"{x['spend_share']['mean']:.0%}" for x in rp) + " | "
+                + " / ".join(f"{x['goals']['runs_below_static']}/{a['runs']}" for x in rp) + " |")
     out.append("")
-    out.append("Quality at the best single candidate's cost (metric units) and, for the synthetic table, "
+    out.append("Quality at the best single candidate's cost (metric units) and, for the synthetic tables, "
                "correlation of predicted with true relative quality on held-out prompts:")
     out.append("")
-    out.append("| table / metric | static | replay P=0 | P=0.05 | P=0.10 | full | signal corr static / P=0 / .05 / .10 "
-               "/ full |")
-    out.append("|" + "---|" * 7)
+    out.append("| table / metric | replay budget | static | replay P=0 | P=0.05 | P=0.10 | full | signal corr static / "
+               "P=0 / .05 / .10 / full |")
+    out.append("|" + "---|" * 8)
     for r in results:
         a = r["aggregate"]
         q = lambda d: fmt(d["quality_at_best_single_cost"]["mean"])  # noqa: E731
-        sc = "–"
-        if "signal_corr" in a["full"]:
-            sc = " / ".join(f"{d['signal_corr']['mean']:.2f}" for d in
-                            [a["static"]] + [a["replay"][str(P)] for P in EXPLORE] + [a["full"]])
-        out.append(f"| {r['table']} / {r['metric']} | {q(a['static'])} | "
-                   + " | ".join(q(a["replay"][str(P)]) for P in EXPLORE) + f" | {q(a['full'])} | {sc} |")
+        for bkey in BUDGET_WORDS:
+            rp = [a["replay"][config_key(bkey, P)] for P in EXPLORE]
+            sc = "–"
+            if "signal_corr" in a["full"]:
+                sc = " / ".join(f"{d['signal_corr']['mean']:.2f}" for d in [a["static"]] + rp + [a["full"]])
+            out.append(f"| {r['table']} / {r['metric']} | {BUDGET_WORDS[bkey]} | {q(a['static'])} | "
+                       + " | ".join(q(x) for x in rp) + f" | {q(a['full'])} | {sc} |")
     return "\n".join(out)
+
+
+def progress_line(name: str, agg: dict, seconds: float) -> str:
+    return (f"{name}: static {agg['static']['gap_closed']['mean']:+.1%}, replay "
+            + ", ".join(f"{b} P={P:g} {agg['replay'][config_key(b, P)]['gap_closed']['mean']:+.1%}" for b, P in CONFIGS)
+            + f", full {agg['full']['gap_closed']['mean']:+.1%} ({seconds:.0f} s)")
+
+
+def scale_check(emb, n_prompts: int, t0: float, folds: int = 3) -> int:
+    """Does replay close more of the gap to the full matrix on a longer stream? ``folds`` of the 5."""
+    noisy, clean, X, true_q, info = synthetic_table(emb, common_sd=SYN_COMMON_SD, n_prompts=n_prompts)
+    runs = []
+    for f, test in enumerate(kfold(len(noisy.prompts), FOLDS, 0)[:folds]):
+        train = np.setdiff1d(np.arange(len(noisy.prompts)), test)
+        run = run_split(noisy, X, emb, train, test, 0, np.random.default_rng(f), eval_ds=clean, true_q=true_q,
+                        configs=[("held", 0.1)])
+        rp = run["replay"][config_key("held", 0.1)]
+        runs.append({"fold": f, "train": run["train"], "stream": run["stream"], "static": run["static"],
+                     "full": run["full"], "replay_held_0.1": rp})
+        print(f"fold {f}: static {run['static']['gap_closed']:+.1%}, replay {rp['gap_closed']:+.1%}, full "
+              f"{run['full']['gap_closed']:+.1%} ({run['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    mean = lambda f: float(np.mean([f(r) for r in runs]))  # noqa: E731
+    out = {"prompts": len(noisy.prompts), "folds": folds, "design": info, "runs": runs,
+           "static_gap": mean(lambda r: r["static"]["gap_closed"]),
+           "replay_gap": mean(lambda r: r["replay_held_0.1"]["gap_closed"]),
+           "full_gap": mean(lambda r: r["full"]["gap_closed"]),
+           "replay_spend_share": mean(lambda r: r["replay_held_0.1"]["spend_share"]),
+           "replay_curve": [mean(lambda r, q=q: r["replay_held_0.1"]["curve"][q]["gap_closed"])
+                            for q in range(QUARTERS)],
+           "replay_signal_corr": mean(lambda r: r["replay_held_0.1"]["signal_corr"]),
+           "full_signal_corr": mean(lambda r: r["full"]["signal_corr"]),
+           "machine": machine(), "seconds": round(time.perf_counter() - t0, 1)}
+    out["ratio_to_full"] = out["replay_gap"] / out["full_gap"]
+    path = HERE / "results" / "replay_scale.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"{len(noisy.prompts)} prompts, {folds} folds: static {out['static_gap']:+.1%}, replay held 30% P=0.1 "
+          f"{out['replay_gap']:+.1%} (spend {out['replay_spend_share']:.0%}; curve "
+          + " ".join(f"{c:+.1%}" for c in out["replay_curve"]) + f"), full {out['full_gap']:+.1%}, "
+          f"ratio {out['ratio_to_full']:.0%}; signal corr {out['replay_signal_corr']:.2f} vs full "
+          f"{out['full_signal_corr']:.2f}; {out['seconds']:.0f} s; wrote {path}")
+    return 0
 
 
 def main() -> int:
@@ -310,9 +376,14 @@ def main() -> int:
     ap.add_argument("--data", default=str(default_data_dir()))
     ap.add_argument("--json", default=str(HERE / "results" / "replay.json"))
     ap.add_argument("--img", default=str(ROOT / "docs" / "img"), help="folder for the plots ('' for none)")
+    ap.add_argument("--scale", type=int, default=0, metavar="N",
+                    help="instead: the semi-synthetic table with a shared difficulty on N prompts, one fold, replay "
+                         "held at 30%% of a row with 10%% exploration (writes results/replay_scale.json)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     emb = CachedEmbedder(get_embedder())
+    if args.scale:
+        return scale_check(emb, args.scale, t0)
     results = []
     cases = list(table_cases(args.data)) if args.seeds > 0 else []
     for table, metric, ds in cases:
@@ -328,10 +399,7 @@ def main() -> int:
         results.append({"table": table, "metric": metric, "prompts": len(ds.prompts),
                         "candidates": {c: float(ds.cost[j]) for j, c in enumerate(ds.candidates)},
                         "seconds": time.perf_counter() - t, "aggregate": agg, "runs": runs})
-        print(f"{table} {metric}: static {agg['static']['gap_closed']['mean']:+.1%}, replay "
-              + ", ".join(f"P={P:g} {agg['replay'][str(P)]['gap_closed']['mean']:+.1%}" for P in EXPLORE)
-              + f", full {agg['full']['gap_closed']['mean']:+.1%} ({time.perf_counter() - t:.0f} s)",
-              file=sys.stderr, flush=True)
+        print(progress_line(f"{table} {metric}", agg, time.perf_counter() - t), file=sys.stderr, flush=True)
     variants = [] if args.no_synthetic else [("synthetic", 0.0), ("synthetic_difficulty", SYN_COMMON_SD)]
     for key, common_sd in variants:
         t = time.perf_counter()
@@ -348,10 +416,7 @@ def main() -> int:
         results.append({"table": key, "metric": "true quality (noise-free), test fold", "prompts": len(noisy.prompts),
                         "candidates": dict(zip(noisy.candidates, SYN_COSTS)), "design": info,
                         "seconds": time.perf_counter() - t, "aggregate": agg, "runs": runs})
-        print(f"{key}: static {agg['static']['gap_closed']['mean']:+.1%}, replay "
-              + ", ".join(f"P={P:g} {agg['replay'][str(P)]['gap_closed']['mean']:+.1%}" for P in EXPLORE)
-              + f", full {agg['full']['gap_closed']['mean']:+.1%} ({time.perf_counter() - t:.0f} s)",
-              file=sys.stderr, flush=True)
+        print(progress_line(key, agg, time.perf_counter() - t), file=sys.stderr, flush=True)
     plots = {}
     if args.img:
         out_dir = Path(args.img)
@@ -368,7 +433,9 @@ def main() -> int:
         "explore_shares": list(EXPLORE), "start_share": START_SHARE, "folds": FOLDS, "seeds": args.seeds,
         "synthetic_seeds": 0 if args.no_synthetic else args.synthetic_seeds,
         "synthetic_folds": 0 if args.no_synthetic else args.synthetic_folds,
-        "budget": "router default (Budget())", "predictor": "knn", "batch": 32, "stream_quarters": QUARTERS,
+        "budgets": {"default": "router default (Budget(), stateless)",
+                    "held": f"held target average cost of {HELD_ROW_SHARE:g} x the sum of the candidates' costs"},
+        "predictor": "knn", "batch": 32, "stream_quarters": QUARTERS,
         "goals": {"gap_closed_ratio_to_full": GOAL_GAP_RATIO, "spend_share_max": GOAL_SPEND,
                   "never_below_static": True},
         "machine": machine(), "threads": {v: os.environ.get(v) for v in THREAD_VARS},

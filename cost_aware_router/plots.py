@@ -116,7 +116,8 @@ def plot_curves(lines, dots=(), title: str = "", xlabel: str = "mean cost per im
     for name, x, y, color in dots:
         px, py = P(x, y)
         d.ellipse([px - 4, py - 4, px + 4, py + 4], fill=color)
-        d.text((px + 6, py - 6), name, fill=color)
+        right = px + 6 + d.textlength(name) <= size[0] - margins[1]  # else left of the dot, clear of the legend
+        d.text((px + 6 if right else px - 6 - d.textlength(name), py - 6), name, fill=color)
     _legend(d, size[0] - margins[1] + 12, margins[2] + 6, [(ln[0], ln[3]) for ln in lines])
     return img
 
