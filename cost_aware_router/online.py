@@ -15,6 +15,14 @@ to a router without retraining it from scratch:
   other memory rows (``predictors.knn_mean``, which skips unscored cells exactly as prediction
   does), and ``alpha > 0`` is kept only if its per-observation squared-error gain over the
   candidate mean beats zero by more than two standard errors (``predictors.significant_best``).
+  Two memories are fitted this way and the better kept (``_select_k_alpha``): *plain*, and
+  *relative*, where every row has a difficulty shared by all candidates (``knn_d``: a fully
+  scored row's own mean offset, a bandit row's from its nearest rows, ``_row_difficulty``) and
+  each candidate is compared on its neighbours' scores relative to it, bandit rows weighted by
+  ``partial_weight``. Without it a candidate sent the easy prompts looks better than one sent the
+  hard ones. Relative is kept only when the leave-one-out error of the predicted differences
+  between candidates, on the fully scored rows, beats plain by more than one standard error; its
+  candidate means are then those of the relative scores.
   The budget calibration (target average cost -> cost weight) is recomputed from the same
   leave-one-out predictions over the memory prompts, so a budget keeps meaning the same average
   cost once predictions start to vary per prompt; the router's default budget is kept.
@@ -26,7 +34,8 @@ Candidates added from anchor scores (``router.added``) are left as they are. The
 (out-of-distribution fallback, anchors) is kept as it is.
 
 ``replay`` simulates a stream of routed generations from a fully scored table, revealing only the
-chosen candidate's score, with a share of deliberate exploration (``explore.py``).
+chosen candidate's score, with a share of deliberate exploration (``explore.py``) and optionally a
+held budget (``hold.BudgetHolder``).
 """
 
 from __future__ import annotations
