@@ -56,6 +56,7 @@ Progress = Callable[[int, int], None] | None
 BATCH = 32
 LOO_CHUNK = 1024  # memory rows scored at a time in the leave-one-out pass (bounds an [chunk, N] matrix)
 MIN_LOO_CELLS = 8  # fewer observed cells than this: alpha stays 0
+SCALE_LIMIT_SD = 10.0  # a score further than this many training standard deviations is on another scale
 PARTIAL_WEIGHTS = (1.0, 0.5, 0.25, 0.1)  # weight of a bandit row against a fully scored one
 MIN_COMPLETE_ROWS = 8  # fewer fully scored rows than this: the plain memory
 
@@ -235,6 +236,20 @@ def _embed(router: Router, prompts: list[str], embeddings, embedder=None) -> np.
     return E.astype(np.float32)
 
 
+def _scale_warning(router: Router, raw: np.ndarray) -> str:
+    """A warning when a score lies so far from the router's training scores that it is likely on another
+    scale (e.g. a CLIPScore into a router of human ratings); learning goes on, as a stream may be far better
+    or worse than the training prompts."""
+    mean, sd = float(router.norm["mean"]), float(router.norm["std"])
+    far = np.nonzero(np.abs(raw - mean) > SCALE_LIMIT_SD * sd)[0]
+    if not len(far):
+        return ""
+    i = int(far[np.argmax(np.abs(raw[far] - mean))])
+    return (f"warning: score {raw[i]:.4g} is {abs(raw[i] - mean) / sd:.0f} standard deviations from this router's "
+            f"'{router.metric}' scores (mean {mean:.4g}, sd {sd:.3g}); if it is on another scale (e.g. a CLIPScore "
+            "into a router of human ratings) it teaches the router wrong things: score with the router's own metric")
+
+
 def update_router(router: Router, prompts: list[str], candidates: list[str], scores: list[float],
                   embeddings: np.ndarray | None = None) -> tuple[Router, dict]:
     """A new router that has learnt from scored routed generations, and a report.
@@ -255,6 +270,7 @@ def update_router(router: Router, prompts: list[str], candidates: list[str], sco
         raise RouterError("scores must be numbers") from None
     if not np.isfinite(raw).all():
         raise RouterError("scores must be finite numbers (an unscored generation is simply left out)")
+    scale_note = _scale_warning(router, raw)
     pred = router.predictor
     C = len(pred.mu)
     n = len(prompts)
@@ -262,7 +278,7 @@ def update_router(router: Router, prompts: list[str], candidates: list[str], sco
     learnable = col < C
     prev = router.training or {}
     report: dict = {"observations": n, "predictor": pred.kind, "note": ""}
-    notes = []
+    notes = [scale_note] if scale_note else []
     if (~learnable).any():
         notes.append(f"{int((~learnable).sum())} observation(s) of candidates added from anchor scores "
                      f"({sorted({candidates[i] for i in np.nonzero(~learnable)[0]})}) were counted, not learnt: "

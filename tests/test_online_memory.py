@@ -5,6 +5,7 @@ scores are drawn from a stated function of the prompt embedding (semi-synthetic,
 benchmarks/bench_replay.py)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -194,3 +195,14 @@ def test_cli_replay_holds_the_budget(capsys, tmp_path, agiqa_router_file):
                      "--cost-weight", "0.1", "--hold-budget"]) == 2
     assert "--hold-budget holds a target average cost" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_score_on_another_scale_is_flagged_with_the_router_s_metric(agiqa_router):
+    """A CLIPScore (about 31, TIFA-160's clipscore_vitb32) fed to a router of AGIQA-3K human ratings."""
+    m, sd = agiqa_router.norm["mean"], agiqa_router.norm["std"]
+    prompt = "a lighthouse on a cliff at sunset"
+    new, rep = update_router(agiqa_router, [prompt, prompt], agiqa_router.names[:2], [m, 31.16])
+    assert re.search(rf"warning: score 31.16 is \d+ standard deviations from this router's '{agiqa_router.metric}' "
+                     rf"scores \(mean {m:.4g}, sd {sd:.3g}\); if it is on another scale", rep["note"]), rep["note"]
+    _, rep = update_router(agiqa_router, [prompt], agiqa_router.names[:1], [m + 9 * sd])  # far, but in scale
+    assert "warning" not in rep["note"]
