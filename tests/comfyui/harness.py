@@ -261,3 +261,18 @@ def train_sweep_router(folder: Path, name: str) -> str:
         ds = load_dataset(tmp, metric="clipscore_vitb32")
     save_router(train_router(ds, get_embedder(), "knn"), folder / name, overwrite=True)
     return name
+
+
+def score_new_candidate_on_anchors(folder: Path, label: str) -> None:
+    """The new candidate's scores on the default router's anchors, as the add_candidate note asks for:
+    stand-in ratings (AGIQA-3K's sd15-50 MOS from tests/data, the router's own scale) at 0.8 s per image."""
+    from cost_aware_router.extend import anchor_prompts
+    from cost_aware_router.router_file import load_router
+
+    anchors = set(anchor_prompts(load_router(REPO / "router_weights" / "default.safetensors")))
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "agiqa_3k" / "generations.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "generations.jsonl").write_text("".join(
+        json.dumps({**r, "candidate": label, "cost": 0.8, "steps": 25}) + "\n"
+        for r in rows if r["candidate"] == "sd15-50" and r["prompt"] in anchors), encoding="utf-8")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import REPO, copy_data, train_sweep_router
+from .harness import REPO, copy_data, score_new_candidate_on_anchors, train_sweep_router
 from .ui_to_api import widget_layout
 
 TEMPLATES = ["route_and_generate", "train_router", "add_candidate", "collect_scored_generations", "route_score_learn"]
@@ -79,21 +79,6 @@ def chromium() -> str | None:
                  if p and Path(p).exists()), None)
 
 
-def _score_new_candidate_on_anchors(folder: Path, label: str) -> None:
-    """The new candidate's scores on the default router's anchors, as the add_candidate note asks for:
-    stand-in ratings (AGIQA-3K's sd15-50 MOS, the router's own scale) at 0.8 s per image."""
-    from cost_aware_router.extend import anchor_prompts
-    from cost_aware_router.router_file import load_router
-
-    anchors = set(anchor_prompts(load_router(REPO / "router_weights" / "default.safetensors")))
-    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "agiqa_3k" / "generations.jsonl").read_text(
-        encoding="utf-8").splitlines()]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "generations.jsonl").write_text("".join(
-        json.dumps({**r, "candidate": label, "cost": 0.8, "steps": 25}) + "\n"
-        for r in rows if r["candidate"] == "sd15-50" and r["prompt"] in anchors), encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def page(comfy, tmp_path_factory):
     """Run the driver once; the tests read what it saw."""
@@ -109,7 +94,7 @@ def page(comfy, tmp_path_factory):
     module = next(k for k in comfy.get("/api/workflow_templates") if "CostAwareRouter" in k)
     # what the notes say to prepare first: a scored folder for training, the new candidate's scores
     copy_data(TIFA, comfy.root / "input" / "scored_generations")
-    _score_new_candidate_on_anchors(comfy.root / "input" / "new_candidate", "sd15-25")
+    score_new_candidate_on_anchors(comfy.root / "input" / "new_candidate", "sd15-25")
     for name in ("my_router.safetensors", "default_plus_sd15_25.safetensors", "my_router_learnt.safetensors"):
         (comfy.root / "models" / "router_weights" / name).unlink(missing_ok=True)
     train_sweep_router(comfy.root / "models" / "router_weights", "sweep_router.safetensors")

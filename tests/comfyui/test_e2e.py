@@ -14,6 +14,7 @@ from .harness import (
     api_route_graph,
     copy_data,
     error_message,
+    score_new_candidate_on_anchors,
     texts,
     train_alternating_router,
     train_sweep_router,
@@ -44,21 +45,6 @@ def test_example_workflows_are_served_as_templates(comfy):
     assert sorted(names) == sorted(p.stem for p in EXAMPLES)
 
 
-def _score_new_candidate_on_anchors(folder, label: str) -> None:
-    """Stand-in ratings for a new candidate on the default router's anchors: AGIQA-3K's sd15-50 MOS
-    (tests/data), on the router's own scale, at 0.8 s per image."""
-    from cost_aware_router.extend import anchor_prompts
-    from cost_aware_router.router_file import load_router
-
-    anchors = set(anchor_prompts(load_router(REPO / "router_weights" / "default.safetensors")))
-    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "agiqa_3k" / "generations.jsonl").read_text(
-        encoding="utf-8").splitlines()]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "generations.jsonl").write_text("".join(
-        json.dumps({**r, "candidate": label, "cost": 0.8, "steps": 25}) + "\n"
-        for r in rows if r["candidate"] == "sd15-50" and r["prompt"] in anchors), encoding="utf-8")
-
-
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_workflow_runs(comfy, path):
     api = comfy.convert(json.loads(path.read_text()))
@@ -77,7 +63,7 @@ def test_example_workflow_runs(comfy, path):
         if node["class_type"] == "CostAwareRouter.QualityScorer":
             node["inputs"]["scorer_model"] = "tiny_clip"  # a tiny random CLIP built by the harness
         if node["class_type"] == "CostAwareRouter.AddCandidate":
-            _score_new_candidate_on_anchors(comfy.root / "input" / node["inputs"]["data_folder"],
+            score_new_candidate_on_anchors(comfy.root / "input" / node["inputs"]["data_folder"],
                                             node["inputs"]["candidate"])
             node["inputs"]["overwrite"] = True
         if node["class_type"] == "CostAwareRouter.Feedback":  # what the note asks for: my_router, from train_router
