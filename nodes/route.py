@@ -6,7 +6,7 @@ from comfy_api.latest import io, ui
 
 from ..cost_aware_router.budget import BUDGET_MODES, DEFAULT, HOLD, Budget
 from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool, SamplerName, SchedulerName, router_input
-from .shared import get_router, log_decision, route_held
+from .shared import get_router, log_decision, route_held, router_stamp
 
 
 def show_on_node(text: str) -> ui.PreviewText:
@@ -70,6 +70,12 @@ class CostAwareRouterNode(io.ComfyNode):
                                  tooltip="Predicted quality and cost of every candidate, and why this one."),
             ],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, router="", **_):
+        """Decide again when the router file changes (a learnt router is rewritten by Router Feedback after
+        every run): ComfyUI otherwise serves the decision the older file made for the same inputs."""
+        return router_stamp(router)
 
     @classmethod
     def execute(cls, pool, prompt, router, budget_mode, budget_value, max_cost, force_candidate="",

@@ -53,6 +53,16 @@ def get_router(name: str) -> Router:
         return _ROUTERS[path][1]
 
 
+def router_stamp(name: str):
+    """What identifies a router file's current content for ComfyUI's cache: its modification time
+    (Router Feedback rewrites a learnt router after every run), or None when it cannot be found."""
+    path = folder_paths.get_full_path(FOLDER, name) if name else None
+    try:
+        return os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return None
+
+
 def _load_checkpoint(ckpt_name: str) -> tuple:
     path = folder_paths.get_full_path("checkpoints", ckpt_name)
     if path is None:

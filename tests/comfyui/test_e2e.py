@@ -159,6 +159,26 @@ def test_held_budget_keeps_its_state_and_every_decision_is_logged(comfy):
     assert json.loads(state.read_text())["count"] == 1 and len(log.read_text().splitlines()) == before + 6
 
 
+def test_a_rewritten_router_file_is_routed_with_at_once(comfy):
+    """The same graph queued again after its router file changed (as Router Feedback rewrites a learnt
+    router) decides with the new file instead of ComfyUI's cached decision."""
+    from cost_aware_router.router_file import load_router, save_router
+
+    weights = comfy.root / "models" / "router_weights"
+    router = train_alternating_router(weights, "rewritten.safetensors")
+    cands = [("cats", "alt_a.safetensors", 2, 7.0), ("cars", "alt_b.safetensors", 3, 7.0)]
+    graph = api_route_graph(cands, router, alternating_prompt(500), save_prefix="rewritten")
+    first = comfy.run(graph)
+    assert first["status"]["status_str"] == "success", error_message(first)
+    assert texts(first, "route")[0].startswith("chose 'cats'")
+    r = load_router(weights / router)  # the same file with its two labels swapped: cat prompts now go to 'cars'
+    swapped = [{**r.candidates[0], "name": "cars"}, {**r.candidates[1], "name": "cats"}]
+    save_router(r.copy(candidates=swapped), weights / router, overwrite=True)
+    again = comfy.run(graph)
+    assert again["status"]["status_str"] == "success", error_message(again)
+    assert texts(again, "route")[0].startswith("chose 'cars'")
+
+
 def _feedback_graph(cands, router, prompt, output_name, score_link=None):
     g = api_route_graph(cands, router, prompt, budget_mode="router default", save_prefix="learn")
     g["score"] = {"class_type": "CostAwareRouter.QualityScorer",
