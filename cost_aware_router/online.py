@@ -71,10 +71,13 @@ def _k_key(predictor) -> str:
 
 # ---------------------------------------------------------------------------------------
 # leave-one-out kNN over the memory
-def _neighbours(X: np.ndarray, kmax: int):
-    """For chunks of memory rows: (row indices, their kmax most similar OTHER rows by decreasing
-    similarity, the weights ``knn_mean`` gives them [n, kmax, 1])."""
+def _neighbours(X: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every memory row's kmax most similar OTHER rows by decreasing similarity, and the weights
+    ``knn_mean`` gives them: ([N, kmax] indices, [N, kmax] weights). Computed once per update and
+    shared by the difficulty estimate and every memory variant (the similarities are the update's
+    main cost), a chunk of rows at a time (bounds the [chunk, N] similarity matrix)."""
     N = len(X)
+    idx_all, w_all = np.zeros((N, kmax), dtype=np.int64), np.zeros((N, kmax))
     for s in range(0, N, LOO_CHUNK):
         rows = np.arange(s, min(N, s + LOO_CHUNK))
         S = X[rows] @ X.T
@@ -82,11 +85,21 @@ def _neighbours(X: np.ndarray, kmax: int):
         idx = np.argpartition(-S, kmax - 1, axis=1)[:, :kmax]
         sims = np.take_along_axis(S, idx, axis=1)
         order = np.argsort(-sims, axis=1, kind="stable")
-        idx, sims = np.take_along_axis(idx, order, axis=1), np.take_along_axis(sims, order, axis=1)
-        yield rows, idx, np.clip(sims, 1e-3, None).astype(np.float64)[:, :, None]
+        idx_all[rows] = np.take_along_axis(idx, order, axis=1)
+        w_all[rows] = np.clip(np.take_along_axis(sims, order, axis=1), 1e-3, None)
+    return idx_all, w_all
 
 
-def _row_difficulty(X: np.ndarray, Y: np.ndarray, mu: np.ndarray, grid: list[int]) -> tuple[np.ndarray, dict]:
+def _chunks(nb: tuple[np.ndarray, np.ndarray]):
+    """(row indices, their neighbours [n, kmax], weights [n, kmax, 1]) a chunk of rows at a time (bounds the
+    [chunk, kmax, C] arrays the leave-one-out sums build)."""
+    idx, w = nb
+    for s in range(0, len(idx), LOO_CHUNK):
+        rows = np.arange(s, min(len(idx), s + LOO_CHUNK))
+        yield rows, idx[rows], w[rows][:, :, None]
+
+
+def _row_difficulty(nb, Y: np.ndarray, mu: np.ndarray, grid: list[int]) -> tuple[np.ndarray, dict]:
     """Each memory row's difficulty: how far its scores sit above the candidate means, shared by
     every candidate. A row scoring every candidate has its own (its mean offset). A row learnt from
     bandit feedback scores one candidate, whose score mixes the prompt's difficulty with that
@@ -101,7 +114,7 @@ def _row_difficulty(X: np.ndarray, Y: np.ndarray, mu: np.ndarray, grid: list[int
         return e, {"difficulty_k": None}
     num = {k: np.zeros(len(Y)) for k in grid}
     den = {k: np.zeros(len(Y)) for k in grid}
-    for rows, idx, w in _neighbours(X, max(grid)):
+    for rows, idx, w in _chunks(nb):
         wn = w[:, :, 0] * n[idx]
         cn, cd = np.cumsum(wn * e[idx], axis=1), np.cumsum(wn, axis=1)
         for k in grid:
@@ -113,7 +126,7 @@ def _row_difficulty(X: np.ndarray, Y: np.ndarray, mu: np.ndarray, grid: list[int
     return np.where(complete, e, dbar), {"difficulty_k": int(kd)}
 
 
-def _fit_variant(X: np.ndarray, Y: np.ndarray, D: np.ndarray, pws, grid: list[int], k_old: int
+def _fit_variant(nb, Y: np.ndarray, D: np.ndarray, pws, grid: list[int], k_old: int
                  ) -> tuple[int, float, float, dict, np.ndarray]:
     """Choose (k, alpha, partial_weight) for one memory variant by leave-one-out error over the observed
     cells: every cell's score less its row's difficulty ``D`` (all zero: the plain memory), predicted
@@ -129,7 +142,7 @@ def _fit_variant(X: np.ndarray, Y: np.ndarray, D: np.ndarray, pws, grid: list[in
     M = obs.astype(np.float64)
     rel = {(k, pw): (np.zeros((N, C)), np.zeros((N, C))) for k in grid for pw in pws}
     dsum = {k: np.zeros(N) for k in grid}
-    for rows, idx, w in _neighbours(X, max(grid)):
+    for rows, idx, w in _chunks(nb):
         cw = np.cumsum(w[:, :, 0], axis=1)
         cdw = np.cumsum(w[:, :, 0] * D[idx], axis=1)
         for k in grid:
@@ -202,14 +215,15 @@ def _select_k_alpha(X: np.ndarray, Y: np.ndarray, mu: np.ndarray, k_old: int
     if N < 2:
         return k_old, 0.0, 1.0, None, {**rep, "loo_note": "fewer than 2 memory rows"}, np.tile(mu, (N, 1))
     complete = obs.all(axis=1)
-    plain = _fit_variant(X, Y, np.zeros(N), (1.0,), grid, k_old)
+    nb = _neighbours(X, max(grid))
+    plain = _fit_variant(nb, Y, np.zeros(N), (1.0,), grid, k_old)
     rep.update(memory="plain", **plain[3])
     if complete.all() or complete.sum() < MIN_COMPLETE_ROWS:
         return *plain[:3], None, {**rep, "memory_note": f"{int(complete.sum())} fully scored rows"}, plain[4]
     # difficulty is measured against the fully scored rows' candidate means: the means over every
     # observed cell lean towards the prompts each candidate happened to be chosen for
-    D, drep = _row_difficulty(X, Y, column_means(Y[complete].astype(np.float64)), grid)
-    relative = _fit_variant(X, Y, D, PARTIAL_WEIGHTS, grid, k_old)
+    D, drep = _row_difficulty(nb, Y, column_means(Y[complete].astype(np.float64)), grid)
+    relative = _fit_variant(nb, Y, D, PARTIAL_WEIGHTS, grid, k_old)
     e_plain = _relative_error(plain[4][complete], Y[complete])
     e_rel = _relative_error(relative[4][complete], Y[complete])
     best, _ = significant_best(-e_plain, [("relative", -e_rel)], margin=1.0)
