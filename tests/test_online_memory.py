@@ -62,19 +62,31 @@ def _table(prompts, q, rng):
     return Dataset(list(prompts), ["a", "b", "c"], noisy, np.ones_like(noisy), np.ones(3), {})
 
 
-def test_relative_memory_is_chosen_when_a_shared_difficulty_decides_who_was_scored(hidden, embedder):
-    """The bandit rows are chosen by difficulty (easy prompts were scored on 'a', hard ones on 'b' and
-    'c'), as a router that has learnt the wrong thing would choose: the plain memory then credits 'a'
-    with the easy prompts. The relative memory compares each candidate with its prompts' difficulty."""
+TEST = np.arange(240, 300)  # held-out prompts of ``hidden``
+
+
+@pytest.fixture(scope="module")
+def learnt_by_difficulty(hidden, embedder):
+    """A router started on 60 fully scored prompts that learnt 180 bandit rows chosen by difficulty
+    (easy prompts were scored on 'a', hard ones on 'b' and 'c'), as a router that has learnt the wrong
+    thing would choose. Returns (start router, learnt router, update report)."""
     prompts, X, q = hidden
-    rng = np.random.default_rng(5)
-    full = _table(prompts, q, rng)
-    start, stream, test = np.arange(0, 60), np.arange(60, 240), np.arange(240, 300)
+    full = _table(prompts, q, np.random.default_rng(5))
+    start, stream = np.arange(0, 60), np.arange(60, 240)
     router = train_router(full.subset(start), embedder, "knn", embeddings=X[start])
     d = q.mean(axis=1)
     chosen = np.where(d[stream] > np.median(d), 0, 1 + (stream % 2))
     new, rep = update_router(router, [prompts[i] for i in stream], [full.candidates[c] for c in chosen],
                              [float(full.quality[i, c]) for i, c in zip(stream, chosen)], embeddings=X[stream])
+    return router, new, rep
+
+
+def test_relative_memory_is_chosen_when_a_shared_difficulty_decides_who_was_scored(hidden, learnt_by_difficulty):
+    """The plain memory credits 'a' with the easy prompts it was scored on; the relative memory
+    compares each candidate with its prompts' difficulty."""
+    _, X, q = hidden
+    router, new, rep = learnt_by_difficulty
+    test = TEST
     assert rep["memory"] == "relative", rep
     assert rep["difference_error_relative"] < rep["difference_error_plain"]
     assert new.predictor.D is not None and new.predictor.D.shape == (len(new.predictor.X),)
@@ -119,15 +131,8 @@ def test_plain_memory_is_kept_without_enough_fully_scored_rows(hidden, embedder,
 
 
 @pytest.fixture(scope="module")
-def relative_file(hidden, embedder, tmp_path_factory):
-    prompts, X, q = hidden
-    full = _table(prompts, q, np.random.default_rng(5))
-    start, stream = np.arange(0, 60), np.arange(60, 240)
-    router = train_router(full.subset(start), embedder, "knn", embeddings=X[start])
-    d = q.mean(axis=1)
-    chosen = np.where(d[stream] > np.median(d), 0, 1 + (stream % 2))
-    new, rep = update_router(router, [prompts[i] for i in stream], [full.candidates[c] for c in chosen],
-                             [float(full.quality[i, c]) for i, c in zip(stream, chosen)], embeddings=X[stream])
+def relative_file(learnt_by_difficulty, tmp_path_factory):
+    _, new, rep = learnt_by_difficulty
     assert rep["memory"] == "relative"
     path = tmp_path_factory.mktemp("relative") / "relative.safetensors"
     save_router(new, path)
