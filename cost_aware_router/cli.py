@@ -102,6 +102,19 @@ def _holder(args, router, budget):
     return BudgetHolder(plan.target, plan.blended_cost_weight, router.cost, router.fingerprint)
 
 
+def _warn_scale(router, observed) -> None:
+    """Say on stderr when an observed score looks like another metric than the one the router verifies with."""
+    cas = router.cascade
+    if cas is None:
+        return
+    far = [s for obs in observed.values() for _, _, s in obs if cas.far_from_scale(s)]
+    if far:
+        print(f"cost-aware-router: warning: {len(far)} observed score(s) (e.g. {far[0]:g}) are over 10 standard "
+              f"deviations from the mean of '{printable(cas.verify_metric)}' ({cas.verify_norm['mean']:.4g} ± "
+              f"{cas.verify_norm['std']:.3g}) this router verifies with; is the scorer another metric?",
+              file=sys.stderr)
+
+
 def cmd_route(args) -> int:
     from .decision_log import append_decisions, decision_records
 
@@ -111,7 +124,13 @@ def cmd_route(args) -> int:
     holder = _holder(args, router, budget)
     if args.state:
         check_writable(args.state, overwrite=True)
-    decisions = router.route(prompts, budget, holder, explore=args.explore)
+    observed = None
+    if args.observed:
+        from .cascade import read_observations
+
+        observed = read_observations(args.observed, router.names)
+        _warn_scale(router, observed)
+    decisions = router.route(prompts, budget, holder, explore=args.explore, observed=observed)
     if args.log:
         append_decisions(args.log, decision_records(decisions, Path(args.router or DEFAULT_ROUTER).name,
                                                     router.fingerprint, router.plan(budget).target))
@@ -124,6 +143,10 @@ def cmd_route(args) -> int:
             cfg = ", ".join(f"{k}={v}" for k, v in d.config.items())
             short = d.prompt if len(d.prompt) <= 70 else d.prompt[:67] + "..."
             print(f"{short!r} -> {printable(d.candidate)}" + (f" ({printable(cfg)})" if cfg else ""))
+            if observed is not None:
+                nxt, dlv = d.extra.get("next"), d.extra.get("deliver")
+                print("  " + (f"next: generate '{printable(nxt['candidate'])}' seed {printable(nxt['seed'])}" if nxt
+                              else f"deliver: '{printable(dlv['candidate'])}' seed {printable(dlv['seed'])}"))
             if args.explain:
                 print("  " + printable(d.explanation, newlines=True).replace("\n", "\n  "))
     return 0
@@ -374,6 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--state", help="JSON file keeping --hold-budget's state between runs (read if present, written "
                                    "after the run; refused if made for another router or target)")
     r.add_argument("--log", help="append every decision as one JSON line to this file (safe with concurrent writers)")
+    r.add_argument("--observed", metavar="OBS.jsonl",
+                   help="verify and escalate: JSON Lines {prompt, candidate, seed, score} of images already "
+                        "generated; each prompt gets 'next' (generate) or 'deliver' (an observed image); budgets "
+                        "count escalations")
     r.add_argument("--explore", type=_share, default=0.0, metavar="P",
                    help="send a stable share P of prompts to the candidate with the fewest scored examples nearby "
                         "(so feedback can correct it); counted in a held budget and marked in the log")

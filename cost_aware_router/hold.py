@@ -216,6 +216,14 @@ class BudgetHolder:
             self._update_log_lam(c, aim)
         self._cached = None
 
+    def add_cost(self, seconds: float) -> None:
+        """Extra spend for a prompt already counted (an escalation: a second image of it, ``cascade.py``):
+        the realised average and the debt grow, the prompt count does not, so the next prompts pay it back."""
+        c = finite(seconds, "cost of the escalation", minimum=0.0)
+        self._total += c
+        self._debt = float(np.clip(self._debt + c, *self._debt_range()))
+        self._cached = None
+
     def decide(self, z_row, allowed=None) -> int:
         """Choose for one prompt with the current cost weight, record it, return the candidate index."""
         z, ok = self._check_row(z_row, allowed)

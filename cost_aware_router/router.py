@@ -9,16 +9,16 @@ Reading and writing router files is ``router_file.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 
 from .added import AddedCandidate, with_added
 from .budget import Budget, Plan, resolve
+from .cascade import Cascade, decide_observed
 from .errors import RouterError
 from .explore import decide, weighted_count
 from .hold import BudgetHolder
-from .predictors import Predictor
+from .predictors import Predictor, choose
 from .reference import Reference
 from .validate import finite
 
@@ -50,7 +50,8 @@ class Router:
 
     def __init__(self, candidates: list[dict], predictor: Predictor, embedder_identity: dict, metric: str,
                  norm: dict, calibration: dict, training: dict | None = None, default_budget: float | None = None,
-                 reference: Reference | None = None, added: list[AddedCandidate] | None = None):
+                 reference: Reference | None = None, added: list[AddedCandidate] | None = None,
+                 cascade: Cascade | None = None):
         self.candidates = candidates
         self.names = [c["name"] for c in candidates]
         self.cost = np.array([float(c["cost"]) for c in candidates], dtype=np.float64)
@@ -63,6 +64,7 @@ class Router:
         self.default_budget = default_budget
         self.reference = reference
         self.added = list(added or [])
+        self.cascade = cascade  # verify-and-escalate policy (cascade.py), or None: never escalates
         self.fingerprint: str | None = None  # of the router file this came from (router_file.load_router)
         self.measured: list[str] = []  # candidates whose cost was measured on this machine (with_costs)
         self._embedder = None
@@ -70,7 +72,8 @@ class Router:
     def copy(self, **changes) -> Router:
         fields = dict(candidates=self.candidates, predictor=self.predictor, embedder_identity=self.embedder_identity,
                       metric=self.metric, norm=self.norm, calibration=self.calibration, training=self.training,
-                      default_budget=self.default_budget, reference=self.reference, added=self.added)
+                      default_budget=self.default_budget, reference=self.reference, added=self.added,
+                      cascade=self.cascade)
         new = Router(**{**fields, **changes})
         new._embedder = self._embedder
         new.fingerprint, new.measured = self.fingerprint, list(self.measured)
@@ -99,9 +102,16 @@ class Router:
         return new
 
     # -- budgets ---------------------------------------------------------------------
-    def plan(self, budget: Budget | None = None) -> Plan:
-        """The budget resolved against this router's candidates and calibration."""
-        return resolve(budget, self.cost, self.names, self.calibration, self.default_budget)
+    @property
+    def escalates(self) -> bool:
+        """Whether this router's file holds a verify-and-escalate policy that is switched on."""
+        return self.cascade is not None and self.cascade.enabled and self.cascade.calibration is not None
+
+    def plan(self, budget: Budget | None = None, escalating: bool = False) -> Plan:
+        """The budget resolved against this router's candidates and calibration; ``escalating``: against
+        the curve that counts escalations too (``cascade.Cascade.calibration``), when the router has one."""
+        cal = self.cascade.calibration if escalating and self.escalates else self.calibration
+        return resolve(budget, self.cost, self.names, cal, self.default_budget)
 
     def choices(self, z: np.ndarray, prompts: list[str], budget: Budget | Plan | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -184,20 +194,39 @@ class Router:
         return base
 
     def route(self, prompts: list[str], budget: Budget | None = None, holder: BudgetHolder | None = None,
-              explore: float = 0.0, seed: int = 0) -> list[Decision]:
+              explore: float = 0.0, seed: int = 0, observed: dict | None = None) -> list[Decision]:
         """A decision per prompt. With a ``holder`` (``hold.BudgetHolder``) the prompts are decided in
         order and the holder sets each prompt's cost weight from the realised average cost so far,
         so a target average cost holds on any stream (the same prompt may route differently later).
         ``explore``: a stable, hash-chosen share of prompts (salted by ``seed``) goes to the least
-        supported non-greedy candidate (``explore.py``); a held budget counts what that spends."""
+        supported non-greedy candidate (``explore.py``); a held budget counts what that spends.
+        ``observed`` ({prompt: [(candidate index, seed, score), ...]}): verify and escalate
+        (``cascade.py``): each decision gets ``next`` (generate) or ``deliver`` (an observed image), the
+        budget is read off the curve that counts escalations, and a held budget counts each escalation;
+        a prompt with observations was counted when it was first routed."""
         prompts = list(prompts)
-        plan = self.plan(budget)
+        plan = self.plan(budget, escalating=observed is not None)
         E = self.embedder.embed(prompts)
         z, dist, fallback = self.predict_embedded(E)
         if plan.force is not None:
             holder = None
-        picks, lams, explored, held = decide(z, self.cost, plan, prompts, holder, explore, seed,
-                                             support=partial(self.support, E))
+        seen = np.array([bool(observed and observed.get(p)) for p in prompts], dtype=bool)
+        fresh = np.nonzero(~seen)[0]
+        picks, lams = np.zeros(len(prompts), dtype=int), np.zeros(len(prompts))
+        explored, held = np.zeros(len(prompts), dtype=bool), [None] * len(prompts)
+        if len(fresh):
+            fp, fl, fe, fh = decide(z[fresh], self.cost, plan, [prompts[i] for i in fresh], holder, explore, seed,
+                                    support=lambda: self.support(E[fresh]))
+            picks[fresh], lams[fresh], explored[fresh] = fp, fl, fe
+            for k, i in enumerate(fresh):
+                held[i] = fh[k] if fh is not None else None
+        if seen.any():
+            old = np.nonzero(seen)[0]
+            sub = [prompts[i] for i in old]
+            ol = np.full(len(old), holder.lam()) if holder is not None else plan.cost_weights(sub)
+            picks[old] = plan.choose(z[old], self.cost, sub)[0] if holder is None else [
+                int(choose(z[i][None, :], self.cost, ol[0], plan.allowed)[0]) for i in old]
+            lams[old] = ol
         raw = self.to_raw(z)
         costs = {n: float(self.cost[j]) for j, n in enumerate(self.names)}
         out = []
@@ -210,13 +239,33 @@ class Router:
                 d.extra = {"ood_distance": round(float(dist[i]), 4), "ood_fallback": round(float(fallback[i]), 3)}
             if explore > 0:
                 d.extra["explored"] = bool(explored[i])
+            if observed is not None:
+                self._verify(d, z[i], float(lams[i]), plan, observed.get(prompt) or [], holder)
             if holder is not None:
                 d.budget = f"holding {d.budget}"
-                d.extra["held"] = {"target": holder.target, "realised_mean_cost": round(held[i][0], 6),
-                                   "count": held[i][1]}
+                h = held[i] or (holder.mean_cost, holder.count)
+                d.extra["held"] = {"target": holder.target, "realised_mean_cost": round(h[0], 6), "count": h[1]}
             d.explanation = self.explain(d, z[i], plan.allowed, float(lams[i]))
             out.append(d)
         return out
+
+    def _verify(self, d: Decision, z_row: np.ndarray, lam: float, plan: Plan, obs: list, holder) -> None:
+        """Add ``next`` / ``deliver`` to a decision from the prompt's observed images (``cascade.py``)."""
+        if not obs:
+            d.extra.update(next={"candidate": d.candidate, "seed": 0}, deliver=None)
+            return
+        cas = self.cascade if self.cascade is not None and self.cascade.names == self.names[:len(self.cascade.names)] \
+            else None
+        v = decide_observed(cas, self.names, self.cost, z_row, lam, obs, plan.allowed, plan.budget.max_cost,
+                            self.metric)
+        if v.next is None:
+            c, s, _ = obs[v.deliver]
+            d.extra.update(next=None, deliver={"candidate": self.names[c], "seed": s})
+        else:
+            d.extra.update(next={"candidate": self.names[v.next[0]], "seed": v.next[1]}, deliver=None)
+            if holder is not None:
+                holder.add_cost(float(self.cost[v.next[0]]))
+        d.extra["verify"] = v.words
 
     def explain(self, d: Decision, z: np.ndarray, allowed, lam: float) -> str:
         """The decision in plain words, a table of every candidate, the budget and what a step along the
@@ -237,6 +286,8 @@ class Router:
             why = (f"explored: {why} (a share of prompts goes to the candidate with the fewest scored examples "
                    "nearby, so the router can learn from its own generations)")
         lines = [f"chose '{d.candidate}': {why}", f"budget: {d.budget}; {self._budget_words(lam)}"]
+        if d.extra.get("verify"):
+            lines.insert(0, d.extra["verify"])
         width = max(9, *(len(n) for n in self.names)) + 2
         col = f"predicted {metric}"
         lines.append(f"{'candidate':<{width}}{col:>{len(col) + 2}}{'s/image':>10}{'score':>9}")

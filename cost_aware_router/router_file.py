@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .added import AddedCandidate
+from .cascade import CASCADE_VERSION, Cascade
 from .errors import RouterError, RouterFileError
 from .fileutil import atomic_write, open_regular
 from .predictors import get_predictor_class
@@ -37,7 +38,7 @@ MAX_HEADER_BYTES = 8 << 20  # the safetensors JSON header, metadata included (th
 MAX_CALIBRATION = 10_000  # points of the calibration curve (training writes budget.CALIBRATION_POINTS = 200)
 MAX_EMBED_DIM = 65_536
 META_KEYS = frozenset({"format", "format_version", "candidates", "embedder", "predictor", "metric", "norm",
-                       "calibration", "default_budget", "training", "reference", "added"})
+                       "calibration", "default_budget", "training", "reference", "added", "cascade"})
 
 
 def metadata(router: Router) -> dict:
@@ -48,6 +49,8 @@ def metadata(router: Router) -> dict:
         extra["reference"] = router.reference.state()[1]
     if router.added:
         extra["added"] = [a.meta() for a in router.added]
+    if router.cascade is not None:
+        extra["cascade"] = router.cascade.meta()
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "candidates": router.candidates,
@@ -68,6 +71,8 @@ def save_router(router: Router, path: str | os.PathLike, overwrite: bool = False
         tensors.update(router.reference.state()[0])
     if router.added:
         tensors["added_scores"] = np.stack([a.scores for a in router.added], axis=1)
+    if router.cascade is not None:
+        tensors.update(router.cascade.tensors())
     tensors = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
             "router": json.dumps(metadata(router), ensure_ascii=False)}
@@ -299,6 +304,51 @@ def _extras(path: Path, meta: dict, tensors: dict, C: int, added_meta: list):
     return reference, added
 
 
+def _calibration_ok(cal) -> bool:
+    return (isinstance(cal, dict) and all(isinstance(cal.get(k), list) for k in ("cost_weight", "mean_cost"))
+            and 0 < len(cal["cost_weight"]) == len(cal["mean_cost"]) <= MAX_CALIBRATION
+            and all(is_finite(x) and x >= 0 for x in cal["cost_weight"] + cal["mean_cost"])
+            and isinstance(cal.get("mean_quality", []), list) and len(cal.get("mean_quality", [])) <= MAX_CALIBRATION
+            and all(q is None or is_finite(q) for q in cal.get("mean_quality", [])))
+
+
+def _cascade(path: Path, meta: dict, tensors: dict, names: list[str]):
+    """The optional verify-and-escalate policy (``cascade.py``), validated; None in older files."""
+    cm = meta.get("cascade")
+    if cm is None:
+        _need(not any(k.startswith("cascade_") for k in tensors), path, "cascade tensors without 'cascade' metadata")
+        return None
+    _need(isinstance(cm, dict) and cm.get("version") == CASCADE_VERSION, path,
+          f"'cascade' must be an object with version {CASCADE_VERSION} (this version of the pack reads only it), got "
+          f"{str(cm.get('version') if isinstance(cm, dict) else type(cm).__name__)[:20]!r}")
+    cn = cm.get("names")
+    _need(isinstance(cn, list) and 2 <= len(cn) <= len(names) and cn == names[:len(cn)], path,
+          "'cascade' names must be the router's first candidates, in order")
+    C = len(cn)
+    vn = cm.get("verify_norm")
+    _need(_short_text(cm.get("verify_metric"), MAX_NAME_CHARS) and isinstance(vn, dict)
+          and is_finite(vn.get("mean")) and is_finite(vn.get("std")) and vn["std"] > 0
+          and isinstance(cm.get("identity"), bool) and isinstance(cm.get("enabled"), bool)
+          and isinstance(cm.get("max_images"), int) and not isinstance(cm["max_images"], bool)
+          and 1 <= cm["max_images"] <= C, path,
+          "'cascade' needs a 'verify_metric' name, 'verify_norm' with a finite mean and a positive std, boolean "
+          f"'identity' and 'enabled', and 'max_images' from 1 to {C}")
+    _need(cm.get("calibration") is None or _calibration_ok(cm["calibration"]), path,
+          "'cascade' calibration needs equal, non-empty 'cost_weight' and 'mean_cost' lists of finite numbers >= 0 "
+          f"(at most {MAX_CALIBRATION:,}) and finite or null mean qualities")
+    _need(cm.get("report") is None or isinstance(cm["report"], dict), path, "'cascade' report must be an object")
+    for name, shape in (("cascade_image_w", (C, 3)), ("cascade_pair_w", (C, C, 4)), ("cascade_pair_sd", (C, C))):
+        _need(name in tensors and tuple(tensors[name].shape) == shape, path,
+              f"tensor '{name}' must have shape {shape} for the cascade's {C} candidates")
+    _need(np.isfinite(tensors["cascade_image_w"]).all() and np.isfinite(tensors["cascade_pair_w"]).all(), path,
+          "cascade weights must be finite")
+    sd = tensors["cascade_pair_sd"]
+    off = ~np.eye(C, dtype=bool)
+    _need((sd[off] >= 0).all() and np.isfinite(sd[off]).all(), path,
+          "cascade pair sds must be finite and >= 0 off the diagonal")
+    return Cascade.from_state(cm, tensors)
+
+
 def load_router(path: str | os.PathLike) -> Router:
     """Load and validate a router file (safetensors with JSON metadata; never pickle)."""
     path = Path(path)
@@ -316,8 +366,9 @@ def load_router(path: str | os.PathLike) -> Router:
         values = t[~np.isnan(t)] if name in ("knn_y", "ref_y", "added_scores") else t
         _need(np.isfinite(values).all(), path, f"tensor '{name}' has non-finite values")
     reference, added = _extras(path, meta, tensors, C, added_meta)
+    cascade = _cascade(path, meta, tensors, [c["name"] for c in cands])
     router = Router(cands, predictor, meta["embedder"], str(meta["metric"]), meta["norm"], meta["calibration"],
-                    meta.get("training"), meta.get("default_budget"), reference, added)
+                    meta.get("training"), meta.get("default_budget"), reference, added, cascade)
     router.fingerprint = fingerprint
     return router
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .budget import calibrate, default_budget
+from .cascade import fit_cascade
 from .errors import DataError
 from .predictors import Predictor, get_predictor_class
 from .reference import Reference
@@ -64,8 +65,11 @@ def embed_prompts(embedder, prompts: list[str], progress: Progress = None, chunk
 
 
 def train_router(ds: Dataset, embedder, predictor: str | type[Predictor] = DEFAULT_PREDICTOR, folds: int = 5,
-                 seed: int = 0, progress: Progress = None, embeddings: np.ndarray | None = None) -> Router:
-    """Fit a router; ``predictor`` is a registered name (``predictors.PREDICTORS``) or a Predictor class."""
+                 seed: int = 0, progress: Progress = None, embeddings: np.ndarray | None = None,
+                 escalate: bool = True) -> Router:
+    """Fit a router; ``predictor`` is a registered name (``predictors.PREDICTORS``) or a Predictor class.
+    With ``escalate`` a verify-and-escalate policy is fitted from the folder's per-image rows
+    (``cascade.fit_cascade``; switched on only where it beats routing alone), when the folder allows."""
     pcls = predictor if isinstance(predictor, type) else get_predictor_class(predictor)
     ds = check_trainable(ds)
     phases = _Phases(progress, {"embed": 3.0, "fit": 7.0 if pcls.kind != "knn" else 2.0})
@@ -86,8 +90,11 @@ def train_router(ds: Dataset, embedder, predictor: str | type[Predictor] = DEFAU
     missing = np.isnan(oof).any(axis=1)
     ref_pred = np.where(missing[:, None], model.predict(X), oof) if missing.any() else oof
     reference = Reference.build(X, ref_pred, Yz, ds.prompts, seed=seed)
+    cascade = fit_cascade(ds, oof, norm, cal, folds=folds, seed=seed) if escalate else None
+    if cascade is not None:
+        training["cascade"] = {"enabled": cascade.enabled, **cascade.report}
     router = Router(candidates, model, embedder.identity, ds.metric, norm, cal, training,
-                    default_budget(cal, ds.quality, ds.cost), reference)
+                    default_budget(cal, ds.quality, ds.cost), reference, cascade=cascade)
     router.use_embedder(embedder)
     if progress:
         progress(PROGRESS_TOTAL, PROGRESS_TOTAL)

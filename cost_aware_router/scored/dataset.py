@@ -33,6 +33,30 @@ COST_SPREAD = 2.0  # rows over this many times their candidate's median cost, or
 
 
 @dataclass
+class Images:
+    """One entry per scored image (a row): which prompt and candidate (indices into the table), its value
+    of the table's metric and of a second, verifying metric (NaN where the row lacks it; equal to the
+    metric when none was asked for). What ``cascade.py`` fits from: several seeds of one cell stay apart."""
+
+    prompt: np.ndarray  # [M] int
+    candidate: np.ndarray  # [M] int
+    value: np.ndarray  # [M] the table's metric
+    verify: np.ndarray  # [M] the verifying metric
+    verify_metric: str = DEFAULT_METRIC
+
+    def take(self, rows: np.ndarray, prompt_map: np.ndarray | None = None, cand_map: np.ndarray | None = None
+             ) -> Images:
+        p, c = self.prompt[rows], self.candidate[rows]
+        return Images(p if prompt_map is None else prompt_map[p], c if cand_map is None else cand_map[c],
+                      self.value[rows], self.verify[rows], self.verify_metric)
+
+
+def _no_images() -> Images:
+    e = np.zeros(0)
+    return Images(e.astype(int), e.astype(int), e, e)
+
+
+@dataclass
 class Dataset:
     """Per-prompt, per-candidate expected quality and per-candidate cost."""
 
@@ -46,6 +70,7 @@ class Dataset:
     skipped: int = 0
     source: str = ""
     warnings: list[str] = field(default_factory=list)  # one line each; the CLI prints them on stderr
+    images: Images = field(default_factory=_no_images)  # the rows behind ``quality``, one per image
 
     @property
     def complete(self) -> np.ndarray:
@@ -53,10 +78,14 @@ class Dataset:
         return ~np.isnan(self.quality).any(axis=1)
 
     def subset(self, prompt_idx) -> Dataset:
-        idx = np.asarray(prompt_idx)
+        idx = np.asarray(prompt_idx, dtype=int).reshape(-1)
+        where = np.full(len(self.prompts), -1)
+        where[idx] = np.arange(len(idx))
+        rows = np.nonzero(where[self.images.prompt] >= 0)[0] if len(self.images.prompt) else np.zeros(0, int)
         return Dataset(
             [self.prompts[i] for i in idx], list(self.candidates), self.quality[idx],
             self.counts[idx], self.cost.copy(), dict(self.configs), self.metric, 0, self.source, list(self.warnings),
+            self.images.take(rows, prompt_map=where),
         )
 
     def restrict(self, candidates: list[str]) -> Dataset:
@@ -67,10 +96,13 @@ class Dataset:
                 f"{self.source or 'data'} has no rows for candidate(s) {missing}; it has {self.candidates}"
             )
         cols = [self.candidates.index(c) for c in candidates]
+        where = np.full(len(self.candidates), -1)
+        where[cols] = np.arange(len(cols))
+        rows = np.nonzero(where[self.images.candidate] >= 0)[0] if len(self.images.candidate) else np.zeros(0, int)
         return Dataset(
             list(self.prompts), list(candidates), self.quality[:, cols], self.counts[:, cols],
             self.cost[cols], {c: self.configs.get(c, {}) for c in candidates}, self.metric, self.skipped,
-            self.source, list(self.warnings),
+            self.source, list(self.warnings), self.images.take(rows, cand_map=where),
         )
 
     def summary(self) -> dict:
@@ -245,9 +277,11 @@ def _costs(records: list[Record], names: dict[str, int], source: str) -> tuple[n
     return np.round(median, 9), warnings
 
 
-def aggregate(records: list[Record], metric: str = DEFAULT_METRIC, source: str = "") -> Dataset:
+def aggregate(records: list[Record], metric: str = DEFAULT_METRIC, source: str = "",
+              verify_metric: str | None = None) -> Dataset:
     """Average rows per (prompt, candidate) into a prompts x candidates table; a candidate's cost is the
-    median of its rows' costs."""
+    median of its rows' costs. Every scored row is also kept as one image (``Dataset.images``), with its
+    value of ``verify_metric`` beside it (default: the metric itself)."""
     prompts: dict[str, int] = {}
     candidates: dict[str, int] = {}
     for r in records:
@@ -264,6 +298,8 @@ def aggregate(records: list[Record], metric: str = DEFAULT_METRIC, source: str =
     total = np.zeros((len(prompts), len(candidates)))
     counts = np.zeros((len(prompts), len(candidates)))
     available: set[str] = set()
+    verify_metric = verify_metric or metric
+    img: list[tuple[int, int, float, float]] = []
     for r in records:
         available.update(r.scores)
         value = r.metric(metric)
@@ -272,16 +308,21 @@ def aggregate(records: list[Record], metric: str = DEFAULT_METRIC, source: str =
         p, c = prompts[r.prompt], candidates[r.candidate]
         total[p, c] += value
         counts[p, c] += 1
+        check = r.metric(verify_metric)
+        img.append((p, c, value, np.nan if check is None else check))
     if counts.sum() == 0:
         known = sorted(available | {DEFAULT_METRIC})
         raise DataError(f"{source or 'data'}: no row has metric '{metric}'; metrics present: {known}")
     with np.errstate(invalid="ignore", divide="ignore"):
         quality = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
-    return Dataset(list(prompts), list(candidates), quality, counts, cost, configs, metric, 0, source, warnings)
+    arr = np.array(img, dtype=np.float64).reshape(-1, 4)
+    images = Images(arr[:, 0].astype(int), arr[:, 1].astype(int), arr[:, 2], arr[:, 3], verify_metric)
+    return Dataset(list(prompts), list(candidates), quality, counts, cost, configs, metric, 0, source, warnings, images)
 
 
-def load_dataset(folder: str | Path, metric: str = DEFAULT_METRIC, skip_bad: bool = False) -> Dataset:
+def load_dataset(folder: str | Path, metric: str = DEFAULT_METRIC, skip_bad: bool = False,
+                 verify_metric: str | None = None) -> Dataset:
     records, bad = read_records(folder, skip_bad)
-    ds = aggregate(records, metric, str(folder))
+    ds = aggregate(records, metric, str(folder), verify_metric)
     ds.skipped = bad
     return ds
