@@ -218,6 +218,20 @@ def _cells(images, P: int, C: int) -> list[list[list[int]]]:
     return cells
 
 
+def complete_cells(images, P: int, C: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The prompts with a scored image (with a verifying score) of every candidate, and per rank r (up to
+    CELL_IMAGES) the image index [n, C] of each of their cells: its r-th image, cycling through a cell's
+    images. What the simulation of a cascade runs on."""
+    cells = _cells(images, P, C)
+    ok = np.isfinite(images.verify)
+    comp = np.array([p for p in range(P) if all(cells[p][c] and ok[cells[p][c]].all() for c in range(C))], int)
+    if not len(comp):
+        return comp, []
+    ranks = min(CELL_IMAGES, max(len(cells[p][c]) for p in comp for c in range(C)))
+    return comp, [np.array([[cells[p][c][r % len(cells[p][c])] for c in range(C)] for p in comp])
+                  for r in range(ranks)]
+
+
 def _fit_models(images, cells, z, u, y_img, prompts, C, identity
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Image and pair models fitted on the images of ``prompts``; q of every image under them."""
@@ -291,14 +305,12 @@ def fit_cascade(ds, oof: np.ndarray, norm: dict, calibration: dict, folds: int =
     u = (raw_v - vmean) / vstd
     cells = _cells(images, P, C)
     z = np.nan_to_num(np.asarray(oof, np.float64))
-    complete = np.array([all(cells[p][c] and np.isfinite(u[cells[p][c]]).all() for c in range(C)) for p in range(P)])
-    if complete.sum() < MIN_COMPLETE:
+    comp, picks = complete_cells(images, P, C)
+    if len(comp) < MIN_COMPLETE:
         return None
     lams = [float(x) for x in calibration["cost_weight"]]
     cost = np.asarray(ds.cost, np.float64)
-    comp = np.nonzero(complete)[0]
-    ranks = min(CELL_IMAGES, max(len(cells[p][c]) for p in comp for c in range(C)))
-    n_comp = len(comp)
+    ranks, n_comp = len(picks), len(comp)
     hyb_cost, hyb_q = np.zeros((len(lams), n_comp)), np.zeros((len(lams), n_comp))
     rt_cost, rt_q = np.zeros((len(lams), n_comp)), np.zeros((len(lams), n_comp))
     n_img = np.zeros((len(lams), n_comp))
@@ -309,7 +321,7 @@ def fit_cascade(ds, oof: np.ndarray, norm: dict, calibration: dict, folds: int =
         cas = Cascade(list(ds.candidates), verify_metric, vnorm, identity, image_w, W, S)
         tp = comp[test]
         for r in range(ranks):
-            pick = np.array([[cells[p][c][r % len(cells[p][c])] for c in range(C)] for p in tp])
+            pick = picks[r][test]
             Q, Y = q_img[pick], y_img[pick]
             for li, lam in enumerate(lams):
                 s, y, k = simulate(cas, z[tp], Q, Y, cost, lam)

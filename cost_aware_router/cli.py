@@ -177,14 +177,26 @@ def cmd_train(args) -> int:
     from .train import train_router
 
     out = _output(args)
-    ds = _loaded(load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad))
+    ds = _loaded(load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad,
+                              verify_metric=args.verify_metric))
     router = train_router(ds, get_embedder(args.embedder), args.predictor, folds=args.folds, seed=args.seed,
                           progress=_progress("training") if sys.stderr.isatty() else None)
     save_router(router, out, overwrite=args.overwrite)
     p = router.predictor.state()[1]
     print(f"wrote {out}: {len(router.names)} candidates, {len(ds.prompts)} prompts, predictor {router.predictor.kind} "
-          f"{p}, default budget {router.default_budget:.3g} s/image")
+          f"{p}, default budget {router.default_budget:.3g} s/image; {_cascade_words(router)}")
     return 0
+
+
+def _cascade_words(router) -> str:
+    """What training found about verify and escalate, in one clause."""
+    cas = router.cascade
+    if cas is None:
+        return "no verify-and-escalate policy (it needs at least 20 prompts scored by every candidate)"
+    r = cas.report
+    verdict = "on" if cas.enabled else "off (it did not beat routing alone by 2 standard errors)"
+    return (f"verify and escalate {verdict}: reading '{cas.verify_metric}', utility {r['utility_gain']:+.3f} "
+            f"± {r['utility_gain_se']:.3f} per prompt against routing alone on {r['prompts']} prompts")
 
 
 def _progress(label):
@@ -219,6 +231,12 @@ def _emit(result: dict, args, title: str) -> None:
         print(f"  gap closed {s['gap_closed']:.1%}; quality at {printable(s['best_single'])}'s cost "
               f"{s['quality_at_best_single_cost']:.4f} (vs {s['best_single_quality']:.4f}); cost at its quality "
               + (f"{cb:.3f} s ({s['cost_ratio_at_best_single_quality']:.0%})" if cb is not None else "not reached"))
+        ve = s.get("verify_escalate")
+        if ve:
+            ci = ve["difference_ci95"]
+            print(f"  verify and escalate (reading '{printable(ve['verify_metric'])}'), gap closed over the full cost "
+                  f"range: routing alone {ve['routing_gap_closed']:.1%}, with escalation {ve['hybrid_gap_closed']:.1%}"
+                  + (f" (difference 95% interval {ci[0]:+.1%} to {ci[1]:+.1%} over prompts)" if ci else ""))
         if args.plot:
             print(f"  plot: {args.plot}")
 
@@ -229,7 +247,9 @@ def cmd_evaluate(args) -> int:
 
     _check_plot(args)
     router = _load(args)
-    ds = _loaded(load_dataset(args.data_dir, metric=args.metric or router.metric, skip_bad=args.skip_bad))
+    verify = router.cascade.verify_metric if router.cascade is not None else None
+    ds = _loaded(load_dataset(args.data_dir, metric=args.metric or router.metric, skip_bad=args.skip_bad,
+                              verify_metric=verify))
     _emit(evaluate_router(router, ds), args, f"router {Path(args.router).name} on {Path(args.data_dir).name}")
     return 0
 
@@ -240,7 +260,8 @@ def cmd_cv(args) -> int:
     from .scored import load_dataset
 
     _check_plot(args)
-    ds = _loaded(load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad))
+    ds = _loaded(load_dataset(args.data_dir, metric=args.metric, skip_bad=args.skip_bad,
+                              verify_metric=args.verify_metric))
     result = cross_validate(ds, get_embedder(args.embedder), args.predictor, folds=args.folds, seed=args.seed)
     _emit(result, args, f"{args.folds}-fold CV of {args.predictor} on {Path(args.data_dir).name}")
     return 0
@@ -412,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--predictor", default=DEFAULT_PREDICTOR, choices=sorted(PREDICTORS))
     t.add_argument("--metric", default="score", help="'score' or a key of each row's 'scores'")
+    t.add_argument("--verify-metric", default=None,
+                   help="the metric the scorer that checks each image gives (default: --metric): verify and escalate "
+                        "is fitted on it and judged on --metric")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--folds", type=_folds, default=5)
     t.add_argument("--seed", type=_non_negative_int, default=0)
@@ -432,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("data_dir")
     c.add_argument("--predictor", default=DEFAULT_PREDICTOR, choices=sorted(PREDICTORS))
     c.add_argument("--metric", default="score")
+    c.add_argument("--verify-metric", default=None,
+                   help="the metric the scorer that checks each image gives (default: --metric): verify and escalate "
+                        "is fitted on it and judged on --metric")
     c.add_argument("--folds", type=_folds, default=5)
     c.add_argument("--seed", type=_non_negative_int, default=0)
     c.add_argument("--json", action="store_true")

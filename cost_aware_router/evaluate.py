@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .budget import Budget
+from .cascade import complete_cells, simulate
 from .errors import DataError
 from .predictors import Predictor, choose, kfold, lambda_grid
 from .router import Router
@@ -18,6 +19,7 @@ from .scored import Dataset
 from .train import check_trainable, embed_prompts, train_router
 
 N_BUDGETS = 24
+BOOTSTRAP = 200  # resamples of the prompts for the intervals of routing alone against verify and escalate
 
 
 def envelope(costs, quals) -> tuple[np.ndarray, np.ndarray]:
@@ -66,8 +68,10 @@ def curve_points(pred: np.ndarray, Y: np.ndarray, cost: np.ndarray, lams) -> lis
     return choice_points([choose(pred, cost, lam) for lam in lams], Y, cost)
 
 
-def summarise(router_pts, Y: np.ndarray, cost: np.ndarray, names: list[str]) -> dict:
-    """Areas, gap closed and the comparisons with the best single candidate, on complete rows Y."""
+def summarise(router_pts, Y: np.ndarray, cost: np.ndarray, names: list[str], full_range: bool = False) -> dict:
+    """Areas, gap closed and the comparisons with the best single candidate, on complete rows Y. Areas
+    span the cheapest candidate's cost to the best single candidate's, or with ``full_range`` to the
+    dearest candidate's (a range that is never empty, also where the cheapest is best on average)."""
     means = Y.mean(axis=0)
     single = envelope(cost, means)
     oracle_pts = curve_points(Y, Y, cost, lambda_grid(means, cost, 400))
@@ -77,7 +81,8 @@ def summarise(router_pts, Y: np.ndarray, cost: np.ndarray, names: list[str]) -> 
     router = envelope(rx, ry)
     best = int(np.argmax(means))
     lo, hi = float(cost.min()), float(cost[best])
-    a_r, a_h, a_o = _area(router, lo, hi), _area(single, lo, hi), _area(oracle, lo, hi)
+    top = float(cost.max()) if full_range else hi
+    a_r, a_h, a_o = _area(router, lo, top), _area(single, lo, top), _area(oracle, lo, top)
     grid = np.linspace(lo, max(hi, lo), 501)
     margin = env_at(router, grid) - env_at(single, grid)
     reach = np.nonzero(router[1] >= means[best] - 1e-12)[0]
@@ -137,6 +142,11 @@ def evaluate_router(router: Router, ds: Dataset) -> dict:
     summary = summarise(pts, Y, cost, router.names)
     summary["prompts_routed"] = len(ds.prompts)
     summary["metric"] = ds.metric
+    if router.cascade is not None:
+        runs = hybrid_runs(router, z, ds, sweep_budgets(router))
+        if runs is not None:
+            summary["verify_escalate"] = {"verify_metric": ds.images.verify_metric, "escalates": router.escalates,
+                                          **compare_hybrid(runs, ds.quality[runs["prompts"]], cost, router.names)}
     return {
         "candidates": {n: {"cost": float(cost[j]), "mean_quality": float(Y[:, j].mean())}
                        for j, n in enumerate(router.names)},
@@ -146,8 +156,11 @@ def evaluate_router(router: Router, ds: Dataset) -> dict:
 
 
 def cross_validate(ds: Dataset, embedder, predictor: str | type[Predictor] = "knn", folds: int = 5, seed: int = 0,
-                   progress=None) -> dict:
-    """Prompt-level cross-validation: out-of-fold choices at every budget, pooled over folds."""
+                   progress=None, escalate: bool = True, boot: int = BOOTSTRAP) -> dict:
+    """Prompt-level cross-validation: out-of-fold choices at every budget, pooled over folds. With
+    ``escalate``, each fold's router also fits verify and escalate from the folder's per-image rows
+    (``ds.images``, its verifying metric) and ``summary["verify_escalate"]`` compares it with routing
+    alone on the held-out prompts (``compare_hybrid``; absent when no fold could fit one)."""
     if folds < 2:
         raise DataError(f"cross-validation needs at least 2 folds, got {folds}")
     ds = check_trainable(ds)
@@ -161,22 +174,33 @@ def cross_validate(ds: Dataset, embedder, predictor: str | type[Predictor] = "kn
     parts = kfold(n, folds, seed + 1)
     lo, hi = float(ds.cost.min()), float(ds.cost.max())
     choices = np.zeros((N_BUDGETS + 2, n), dtype=int)
-    params = []
+    params, runs, enabled = [], [], 0
     for f, test in enumerate(parts):
         train = np.setdiff1d(np.arange(n), test)
-        r = train_router(ds.subset(train), embedder, predictor, seed=seed, embeddings=X[train])
+        r = train_router(ds.subset(train), embedder, predictor, seed=seed, embeddings=X[train], escalate=escalate)
         params.append(r.predictor.state()[1])
         z = r.predict_embedded(X[test])[0]
         budgets = sweep_budgets(r, lo, hi)
         test_prompts = [ds.prompts[i] for i in test]
         for b_i, b in enumerate(budgets):
             choices[b_i, test] = r.choices(z, test_prompts, b)[0]
+        if escalate and r.cascade is not None:
+            enabled += r.escalates
+            run = hybrid_runs(r, z, ds.subset(test), budgets)
+            if run is not None:
+                run["prompts"] = test[run["prompts"]]
+                runs.append(run)
         if progress:
             progress(f + 1, folds)
     Y, cost = ds.quality, ds.cost
     pts = choice_points(choices, Y, cost)
     summary = summarise(pts, Y, cost, ds.candidates)
     summary.update(predictor=getattr(predictor, "kind", predictor), folds=folds, metric=ds.metric, fold_params=params)
+    if runs:
+        joined = {k: np.concatenate([r[k] for r in runs], axis=-1) for k in runs[0]}
+        summary["verify_escalate"] = {"verify_metric": ds.images.verify_metric, "folds_escalating": int(enabled),
+                                      **compare_hybrid(joined, Y[joined["prompts"]], cost, ds.candidates, boot,
+                                                       seed)}
     return {
         "candidates": {c: {"cost": float(cost[j]), "mean_quality": float(Y[:, j].mean())}
                        for j, c in enumerate(ds.candidates)},
@@ -203,3 +227,70 @@ def training_curve(router: Router, ds: Dataset) -> dict:
                    for w, c, q in zip(cal["cost_weight"], cal["mean_cost"], cal["mean_quality"]) if q is not None],
         "summary": summary,
     }
+
+
+# -- verify and escalate against routing alone ------------------------------------------------------
+def hybrid_runs(router: Router, z: np.ndarray, ds: Dataset, budgets: list[Budget]) -> dict | None:
+    """Per budget and per prompt scored by every candidate (with a verifying score): seconds spent and the
+    true value of the delivered image, for routing alone (one image, the routed candidate's) and for
+    verify and escalate (``cascade.simulate``: the router's policy reading each image's verifying score).
+    ``z``: the router's predictions for ``ds.prompts``; ``ds.images`` carries the verifying metric. None
+    when no prompt has an image of every candidate. Several images of a cell are used rank by rank."""
+    P, C = len(ds.prompts), len(router.names)
+    comp, picks = complete_cells(ds.images, P, C)
+    if not len(comp):
+        return None
+    prompts = [ds.prompts[i] for i in comp]
+    zc = np.asarray(z, np.float64)[comp]
+    cost = router.cost
+    y_img = ds.images.value
+    out = {k: np.zeros((len(budgets), len(comp))) for k in ("rt_cost", "rt_y", "hy_cost", "hy_y", "hy_images")}
+    for bi, b in enumerate(budgets):
+        plain, esc = router.plan(b), router.plan(b, escalating=True)
+        first = plain.choose(zc, cost, prompts)[0]
+        lams = esc.cost_weights(prompts)
+        for pick in picks:
+            rows = np.arange(len(comp))
+            out["rt_cost"][bi] += cost[first] / len(picks)
+            out["rt_y"][bi] += y_img[pick[rows, first]] / len(picks)
+            if router.escalates:
+                cas = router.cascade
+                Q = cas.quality(np.broadcast_to(np.arange(C), pick.shape), zc, ds.images.verify[pick])
+                spent, y, k = simulate(cas, zc, Q, y_img[pick], cost, lams, esc.allowed, b.max_cost)
+            else:  # no policy, or one switched off: the same single image as routing alone
+                spent, y, k = cost[first], y_img[pick[rows, first]], np.ones(len(comp))
+            out["hy_cost"][bi] += spent / len(picks)
+            out["hy_y"][bi] += y / len(picks)
+            out["hy_images"][bi] += k / len(picks)
+    out["prompts"] = comp
+    return out
+
+
+def compare_hybrid(runs: dict, Y: np.ndarray, cost: np.ndarray, names: list[str], boot: int = BOOTSTRAP,
+                   seed: int = 0) -> dict:
+    """Gap closed (``summarise`` over the full cost range, cheapest to dearest candidate: with the usual
+    range, up to the best single candidate's cost, a resample whose cheapest candidate is best on
+    average has no range at all) by routing alone and by verify and escalate over the same prompts
+    (rows of ``Y``, the prompt-level table the envelopes and the oracle come from), with bootstrap
+    95% intervals over prompts for each and for their difference."""
+    def gaps(idx):
+        out = []
+        for c, y in (("rt_cost", "rt_y"), ("hy_cost", "hy_y")):
+            pts = [(float(runs[c][b, idx].mean()), float(runs[y][b, idx].mean())) for b in range(len(runs[c]))]
+            out.append(summarise(pts, Y[idx], cost, names, full_range=True)["gap_closed"])
+        return out
+
+    n = len(Y)
+    rt, hy = gaps(np.arange(n))
+    rng = np.random.default_rng(seed)
+    draws = np.array([gaps(rng.integers(0, n, n)) for _ in range(boot)]) if boot else np.zeros((0, 2))
+
+    def ci(v):
+        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else None
+
+    return {"prompts": int(n), "routing_gap_closed": rt, "hybrid_gap_closed": hy, "difference": hy - rt,
+            "routing_ci95": ci(draws[:, 0]), "hybrid_ci95": ci(draws[:, 1]),
+            "difference_ci95": ci(draws[:, 1] - draws[:, 0]), "bootstrap": int(boot),
+            "hybrid_mean_images": [round(float(x), 4) for x in runs["hy_images"].mean(axis=1)],
+            "routing_points": [[float(c), float(y)] for c, y in zip(runs["rt_cost"].mean(1), runs["rt_y"].mean(1))],
+            "hybrid_points": [[float(c), float(y)] for c, y in zip(runs["hy_cost"].mean(1), runs["hy_y"].mean(1))]}

@@ -31,6 +31,11 @@ The rule for the next prompt's ``lam`` (``lam()``; ``decide(z_row)`` chooses wit
    (zero when the target is below the cheapest candidate or above the dearest), so an unreachable
    target neither winds up nor overflows; ``lam`` is always finite and >= 0.
 
+5. **Escalations.** A verified prompt whose image is escalated (``cascade.py``) spends a second image;
+   ``add_cost`` adds it to the total and the debt without counting a new prompt, and keeps an
+   age-weighted average of that extra spend per prompt, which the window's aim leaves room for (the
+   window's curves are the routed image's cost only).
+
 Without predicted qualities (``lam()`` then ``observe(cost)`` only) the holder falls back to
 stochastic approximation on ``log lam`` toward the same aim, the error measured in units of its
 own running size, boosted geometrically while the choices stay on one side of the aim for longer
@@ -72,6 +77,7 @@ HORIZON_MAX = 20.0
 HORIZON_SHARE = 0.1
 DEBT_CAP = 1000  # prompts: a debt is kept up to what this many prompts on the cheapest candidate pay back,
 # a saving up to what this many on the dearest spend (past that the whole-stream average is lost anyway)
+EXTRA_WEIGHT = 1.0 - 0.5 ** (1.0 / HALF_LIFE)  # weight of the newest prompt in the escalation spend per prompt
 SATURATE = 2.0  # lam beyond the window's largest step when even the cheapest choices overspend
 
 # the cost-only controller (no predicted qualities given): stochastic approximation on log lam
@@ -152,6 +158,7 @@ class BudgetHolder:
         self._count = 0
         self._total = 0.0
         self._debt = 0.0
+        self._extra = 0.0  # recent escalation spend per prompt (age-weighted like the window), see add_cost
         self._log_ref = math.log(self._default_lam())
         self._log_lam = math.log(self._start) if self._start > 0 else self._log_ref - ZERO_START
         self._boost = 1.0
@@ -203,6 +210,7 @@ class BudgetHolder:
         row = self._check_row(z_row, allowed) if z_row is not None else None
         aim, used = self._aim(), self.lam()
         self._count += 1
+        self._extra *= 1.0 - EXTRA_WEIGHT
         self._total += c
         self._debt = float(np.clip(self._debt + c - self._target, *self._debt_range()))
         if self._curves:
@@ -222,6 +230,7 @@ class BudgetHolder:
         c = finite(seconds, "cost of the escalation", minimum=0.0)
         self._total += c
         self._debt = float(np.clip(self._debt + c, *self._debt_range()))
+        self._extra = min(self._extra + EXTRA_WEIGHT * c, float(self._cost.sum()))
         self._cached = None
 
     def decide(self, z_row, allowed=None) -> int:
@@ -255,7 +264,7 @@ class BudgetHolder:
             "router_fingerprint": self._fingerprint, "target": self._target,
             "start_lam": self._start, "lam": self.lam(),
             "trim": self._trim, "log_lam": self._log_lam, "boost": self._boost, "run": self._run, "dev2": self._dev2,
-            "count": self._count, "total_cost": self._total, "debt": self._debt,
+            "count": self._count, "total_cost": self._total, "debt": self._debt, "extra": self._extra,
             "cost": self._cost.tolist(), "window": self._window,
             "rows": [[[v if math.isfinite(v) else None for v in r[0].tolist()],
                       None if r[1] is None else r[1].astype(int).tolist()] for r in self._rows],
@@ -360,7 +369,8 @@ class BudgetHolder:
     def _compute_lam(self, current=None) -> float:
         curves = list(self._curves) if self._curves else ([current] if current is not None else [])
         if curves:
-            lam, saturated = self._window_lam(self._aim(), curves)
+            # the window's curves are the routed image's cost; escalations spend on top of it
+            lam, saturated = self._window_lam(self._aim() - self._extra, curves)
             if lam is not None:
                 if saturated:  # best quality for all, or the cheapest for all: no prior or trim changes that
                     return _finite_lam(lam)
@@ -429,6 +439,7 @@ class BudgetHolder:
                 raise RouterError(f"count must be a whole number >= 0, got {count!r}")
             total = finite(state.get("total_cost"), "total cost", minimum=0.0)
             debt = finite(state.get("debt"), "debt")
+            extra = finite(state.get("extra", 0.0), "extra", minimum=0.0)  # absent in states before escalation
             log_lam = finite(state.get("log_lam"), "log lam")
             boost = finite(state.get("boost"), "boost", minimum=0.0)
             run = finite(state.get("run"), "run")
@@ -456,6 +467,7 @@ class BudgetHolder:
             raise RouterError(f"{where} is not a valid budget-holder state: {msg}") from None
         self._count, self._total = count, total
         self._debt = float(np.clip(debt, *self._debt_range()))
+        self._extra = min(extra, float(self._cost.sum()))
         self._log_lam = float(np.clip(log_lam, *self._log_span()))
         self._boost = float(np.clip(boost, 1.0, BOOST_MAX))
         self._run = run
