@@ -263,6 +263,7 @@ def hybrid_runs(router: Router, z: np.ndarray, ds: Dataset, budgets: list[Budget
             out["hy_y"][bi] += y / len(picks)
             out["hy_images"][bi] += k / len(picks)
     out["prompts"] = comp
+    out["targets"] = np.array([[np.nan if b.budget is None else b.budget] * len(comp) for b in budgets])
     return out
 
 
@@ -288,7 +289,14 @@ def compare_hybrid(runs: dict, Y: np.ndarray, cost: np.ndarray, names: list[str]
     def ci(v):
         return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else None
 
-    return {"prompts": int(n), "routing_gap_closed": rt, "hybrid_gap_closed": hy, "difference": hy - rt,
+    targets = runs["targets"][:, 0]
+    has = np.isfinite(targets)
+
+    def budget_error(key):  # median relative error of the mean cost against each target budget
+        return float(np.median(np.abs(runs[key].mean(axis=1)[has] / targets[has] - 1))) if has.any() else None
+
+    return {"prompts": int(n), "routing_gap_closed": rt, "routing_budget_error": budget_error("rt_cost"),
+            "hybrid_budget_error": budget_error("hy_cost"), "hybrid_gap_closed": hy, "difference": hy - rt,
             "routing_ci95": ci(draws[:, 0]), "hybrid_ci95": ci(draws[:, 1]),
             "difference_ci95": ci(draws[:, 1] - draws[:, 0]), "bootstrap": int(boot),
             "hybrid_mean_images": [round(float(x), 4) for x in runs["hy_images"].mean(axis=1)],

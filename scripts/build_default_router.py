@@ -39,10 +39,16 @@ def main() -> int:
     ap.add_argument("--data", default=str(default_data_dir()))
     ap.add_argument("--out", default=str(ROOT / "router_weights"))
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--router-only", action="store_true", help="rebuild the router file only, not the CV figures")
     args = ap.parse_args()
     out = Path(args.out)
     emb = get_embedder()
+    if not args.router_only:
+        cv_figures(args, out, emb)
+    return build_router(args, out, emb)
 
+
+def cv_figures(args, out: Path, emb) -> None:
     figures = []
     for table, spec in TABLES.items():
         records = table_records(table, args.data)
@@ -73,6 +79,9 @@ def main() -> int:
     atomic_write(out / "cv_figures.json", lambda tmp: Path(tmp).write_text(json.dumps(figures, indent=1)),
                  overwrite=args.overwrite)
 
+
+def build_router(args, out: Path, emb) -> int:
+    """The default router; its verify-and-escalate policy reads the same metric (mos_quality)."""
     ds = aggregate(table_records(DEFAULT_TABLE, args.data), DEFAULT_METRIC, TABLES[DEFAULT_TABLE]["source"])
     router = train_router(ds, emb, DEFAULT_PREDICTOR)
     # its anchors are shown in public demos: no real people, drugs, violence (reference.DEMO_BLOCKLIST)
@@ -81,8 +90,10 @@ def main() -> int:
         c["cost_note"] = next(v["cost_note"] for v in TABLES[DEFAULT_TABLE]["candidates"].values()
                               if v["name"] == c["name"])
     save_router(router, out / "default.safetensors", overwrite=args.overwrite)
+    cas = router.cascade
     print(f"wrote {out / 'default.safetensors'}; predictor {router.predictor.state()[1]}; "
-          f"default budget {router.default_budget:.3f} s/image")
+          f"default budget {router.default_budget:.3f} s/image; verify and escalate "
+          + ("none" if cas is None else f"{'on' if cas.enabled else 'off'} ({cas.report})"))
     return 0
 
 

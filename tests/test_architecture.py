@@ -79,7 +79,7 @@ def test_core_import_graph_has_no_cycle():
 def test_layers():
     """Embedder, predictors and budgets sit below the router; the router below train, evaluate and
     extend; the CLI on top."""
-    below_router = {"embed", "predictors", "budget", "reference", "added", "validate", "errors"}
+    below_router = {"embed", "predictors", "budget", "reference", "added", "validate", "errors", "cascade"}
     for low in below_router:
         assert not GRAPH[low] & {"router", "router_file", "train", "evaluate", "extend", "cli"}, low
     for mid in ("router", "router_file"):
