@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import RouterError
-from .fileutil import check_writable, printable, read_prompts
+from .fileutil import check_writable, exclusive, printable, read_prompts
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTER = PACK_DIR / "router_weights" / "default.safetensors"
@@ -116,14 +116,20 @@ def _warn_scale(router, observed) -> None:
 
 
 def cmd_route(args) -> int:
-    from .decision_log import append_decisions, decision_records
-
     router = _load(args)
     budget = _budget(args)
     prompts = _read_prompts(args)
+    if not args.state:
+        return _route(args, router, budget, prompts)
+    check_writable(args.state, overwrite=True)
+    with exclusive(str(args.state) + ".lock"):  # two runs sharing a state file take turns, none is lost
+        return _route(args, router, budget, prompts)
+
+
+def _route(args, router, budget, prompts) -> int:
+    from .decision_log import append_decisions, decision_records
+
     holder = _holder(args, router, budget)
-    if args.state:
-        check_writable(args.state, overwrite=True)
     observed = None
     if args.observed:
         from .cascade import read_observations
@@ -365,21 +371,19 @@ def cmd_replay(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .decision_log import format_summary, read_log, summarise
+    from .log_report import format_summary, report_json, summarise_log
 
     _check_plot(args)
-    records, bad = read_log(args.log)
-    summary = summarise(records)
-    summary["bad_lines"] = bad
+    summary = summarise_log(args.log)  # the log and its rotated parts, streamed: constant memory
     if args.plot:
         from .plots import plot_log_summary, save_plot
 
-        save_plot(plot_log_summary(summary, f"decisions in {Path(args.log).name}"), args.plot, overwrite=args.overwrite)
+        title = f"decisions in {printable(Path(args.log).name)}"
+        save_plot(plot_log_summary(summary, title), args.plot, overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False))
+        print(report_json(summary))  # strict, pure-ASCII JSON
     else:
-        text = format_summary(summary) + (f"\n{bad} unreadable line(s) skipped" if bad else "")
-        print(printable(text, newlines=True))
+        print(printable(format_summary(summary), newlines=True))
     return 0
 
 

@@ -23,6 +23,7 @@ the whole job. See docs/scaling.md.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import sys
@@ -189,6 +190,43 @@ class _Follower:
             self.update()
 
 
+def check_jobs(prompts: list[str], candidates: list[dict], out: str | Path, scorer_kind: str, seeds: int,
+               size: int) -> None:
+    """Refuse, before anything is loaded or generated, what would fail later: a prompt or candidate whose
+    row the store would refuse (checked with the very record the run writes, placeholder numbers in),
+    and a candidate whose settings differ from the rows already in ``out`` under its name (training
+    would refuse the mixed folder; a changed candidate needs a new name)."""
+    from .errors import DataError
+    from .scored import parse_record
+    from .scored.dataset import MAX_ROW_BYTES, read_jsonl
+    from .scored.record import JSONL_NAME
+
+    for i, prompt in enumerate(prompts, 1):
+        for c in candidates:
+            rec = generation_record(prompt, c["name"], 0.0, 0.0, scorer_kind, seeds - 1, str(c["pipeline"].name),
+                                    c["steps"], c["cfg"], sampler="x" * 64, scheduler="default",
+                                    measured_seconds=0.0, size=f"{size}x{size}", worker={"rank": 0, "host": "x" * 64})
+            try:
+                parse_record(rec, f"prompt {i}")
+            except DataError as exc:
+                raise RouterError(f"{exc}; nothing was generated") from None
+            if len(json.dumps(rec, ensure_ascii=False).encode("utf-8")) > MAX_ROW_BYTES - 4096:
+                raise RouterError(f"prompt {i}: its row would be over {MAX_ROW_BYTES >> 20} MiB; nothing was generated")
+    jsonl = Path(out) / JSONL_NAME
+    if not jsonl.is_file():
+        return
+    rows, _ = read_jsonl(jsonl, skip_bad=True)
+    want = {c["name"]: {"checkpoint": str(c["pipeline"].name), "steps": c["steps"], "cfg": float(c["cfg"])}
+            for c in candidates}
+    for r in rows:
+        settings = want.get(r.candidate.strip())
+        for k, v in (settings or {}).items():
+            if k in r.extra and r.extra[k] != v:
+                raise RouterError(f"candidate '{r.candidate}' in {out} was made with {k} {r.extra[k]!r} ({r.where}); "
+                                  f"the candidates file now says {v!r}. Give the changed candidate a new name (or use "
+                                  "another folder): one name must keep one setting, or training refuses the folder")
+
+
 def collect(prompts: list[str], candidates: list[dict], out: str | Path, scorer_dir: str | Path,
             scorer_kind: str = "clipscore", seeds: int = 1, size: int = 512, device: str | None = None,
             on_image: Callable[[dict], None] | None = None, worker: Worker | None = None) -> dict:
@@ -205,6 +243,7 @@ def collect(prompts: list[str], candidates: list[dict], out: str | Path, scorer_
         raise RouterError("--seeds must be >= 1")
     if size < 8 or size % 8:
         raise RouterError("--size must be a positive multiple of 8")
+    check_jobs(prompts, candidates, out, scorer_kind, seeds, size)
     worker = worker or worker_from_environment()
     store = GenerationStore(out)
     scorer = get_scorer(scorer_dir, scorer_kind)

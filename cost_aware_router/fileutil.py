@@ -3,12 +3,14 @@ only regular files, and text made safe to print on a terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import tempfile
+import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,6 +20,32 @@ MAX_NAME_BYTES = 200  # an output file or folder name (UTF-8 bytes), suffix incl
 
 
 # -- reading: regular files only -------------------------------------------------------------------------------
+_LOCK = threading.RLock()  # threads of this process (flock is per open file, not per thread)
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (created if absent, never through a link): threads of this
+    process and, through ``flock`` where the platform has it, other processes. For a read-modify-write
+    of one file (a held budget's state, a learnt router) by several runs at once."""
+    with _LOCK:
+        try:
+            import fcntl
+        except ImportError:  # Windows: the thread lock is all there is
+            yield
+            return
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                         0o644)
+        except OSError as exc:
+            raise _os_error(exc, "lock file", lock_path, RouterError) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+
 def file_kind(mode: int) -> str:
     """What a non-regular file is, in words ('a folder', 'a FIFO (named pipe)', ...)."""
     for test, word in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),

@@ -65,7 +65,10 @@ from .validate import finite
 
 STATE_FORMAT = "cost_aware_router.budget_hold"
 STATE_VERSION = 1
-MAX_STATE_BYTES = 1 << 20  # a budget state file is a few kB
+WINDOW_MAX = 1000  # the largest window a holder accepts
+# a state holds at most WINDOW_MAX rows of scored.record.MAX_CANDIDATES (256) numbers of at most 25 characters
+# plus the allowed masks: 7.2 MB; the reader's limit is above anything the writer can write (checked on save)
+MAX_STATE_BYTES = 16 << 20
 
 WINDOW = 200  # prompts whose trade-off curves set lam ...
 HALF_LIFE = 50.0  # ... weighted by age: a prompt this many prompts old counts half
@@ -150,8 +153,8 @@ class BudgetHolder:
         if not isinstance(router_fingerprint, str) or not router_fingerprint.strip():
             raise RouterError("router fingerprint must be a non-empty string")
         self._fingerprint = router_fingerprint
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise RouterError(f"window must be a whole number >= 1, got {window!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= WINDOW_MAX:
+            raise RouterError(f"window must be a whole number from 1 to {WINDOW_MAX}, got {window!r}")
         self._window = window
         self._rows: deque = deque(maxlen=window)  # (z row, allowed or None)
         self._curves: deque = deque(maxlen=window)  # trade_off of each row
@@ -300,6 +303,9 @@ class BudgetHolder:
         from .fileutil import atomic_write
 
         text = json.dumps(self.state(), allow_nan=False)
+        if len(text.encode("utf-8")) > MAX_STATE_BYTES:  # cannot happen within the documented limits; never
+            raise RouterError(f"budget state for {len(self._cost)} candidates is over the "  # write unreadable
+                              f"{MAX_STATE_BYTES >> 20} MiB a state file may hold")
 
         def write(tmp: str) -> None:
             with open(tmp, "w", encoding="utf-8") as fh:
