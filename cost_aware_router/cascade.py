@@ -365,36 +365,26 @@ def decide_observed(cas: Cascade | None, names: list[str], cost: np.ndarray, z_r
                     observations: list[tuple[int, object, float]], allowed: np.ndarray | None = None,
                     max_cost: float | None = None, metric: str = "score") -> Verdict:
     """Escalate or deliver for one prompt. ``observations``: (candidate index into ``names``, seed, raw
-    score) of its images so far (at least one). Candidates the cascade does not cover (added after
-    training) are never escalated to; their images count for delivery by their normalised score."""
+    score) of its images so far (at least one). A policy that does not cover every candidate of ``names``
+    (one was added after training) delivers without escalating, as does one switched off."""
     C = len(cas.names) if cas is not None else 0
     obs = np.zeros(C, bool)
-    q_obs = []
-    for c, _, score in observations:
-        if cas is None:
-            q = float(score)
-        elif c < C:
-            q = float(cas.quality(c, z_row[c], score))
-        else:
-            q = float(cas.normalise(score))
-        q_obs.append(q)
+    covered = cas is not None and cas.names == names
+    q_obs = [float(cas.quality(c, z_row[c], s)) if covered else float(s) for c, _, s in observations]
     best_i = int(np.argmax(q_obs))
     spent = float(sum(cost[c] for c, _, _ in observations))
     kept = observations[best_i]
     deliver = Verdict(None, best_i, "")
-    if cas is None or not cas.enabled:
-        why = "this router cannot escalate (no verify-and-escalate policy in its file)" if cas is None else (
-            "escalation did not pay on this router's training prompts (it is switched off)")
+    if not covered or not cas.enabled:
+        why = ("this router cannot escalate (no verify-and-escalate policy in its file)" if cas is None else
+               "escalation did not pay on this router's training prompts (it is switched off)" if not cas.enabled
+               else "candidates were added after its verify-and-escalate policy was trained (retrain to escalate)")
         deliver.words = f"delivered '{names[kept[0]]}' (seed {kept[1]}): best score {kept[2]:.4g}; {why}"
         return deliver
     qc = np.full(C, -np.inf)
     for (c, _, _), q in zip(observations, q_obs):
-        if c < C:
-            obs[c] = True
-            qc[c] = max(qc[c], q)
-    if not obs.any():
-        deliver.words = f"delivered '{names[kept[0]]}' (seed {kept[1]}): no observed candidate is covered by the policy"
-        return deliver
+        obs[c] = True
+        qc[c] = max(qc[c], q)
     nxt = -1
     if len(observations) < cas.max_images:
         nxt = int(step(cas, z_row[None, :C], obs[None, :], qc[None, :], np.array([spent]), lam, cost[:C],

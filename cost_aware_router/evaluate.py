@@ -253,7 +253,7 @@ def hybrid_runs(router: Router, z: np.ndarray, ds: Dataset, budgets: list[Budget
             rows = np.arange(len(comp))
             out["rt_cost"][bi] += cost[first] / len(picks)
             out["rt_y"][bi] += y_img[pick[rows, first]] / len(picks)
-            if router.escalates:
+            if router.escalates:  # (a policy that does not cover every candidate is off)
                 cas = router.cascade
                 Q = cas.quality(np.broadcast_to(np.arange(C), pick.shape), zc, ds.images.verify[pick])
                 spent, y, k = simulate(cas, zc, Q, y_img[pick], cost, lams, esc.allowed, b.max_cost)

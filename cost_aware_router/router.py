@@ -79,6 +79,13 @@ class Router:
         new.fingerprint, new.measured = self.fingerprint, list(self.measured)
         return new
 
+    @property
+    def lineage(self) -> str | None:
+        """A stable identity across feedback updates: a learnt router's ``training["lineage"]`` (the fingerprint
+        of the file it was first learnt from, ``online.update_router``), else its own file's fingerprint."""
+        lineage = self.training.get("lineage")
+        return lineage if isinstance(lineage, str) and 0 < len(lineage) <= 200 else self.fingerprint
+
     # -- matching a pool of candidates ------------------------------------------------
     def check_candidates(self, labels: list[str], where: str = "pool") -> None:
         """Raise unless ``labels`` are exactly this router's candidates, listing both sides."""
@@ -104,8 +111,11 @@ class Router:
     # -- budgets ---------------------------------------------------------------------
     @property
     def escalates(self) -> bool:
-        """Whether this router's file holds a verify-and-escalate policy that is switched on."""
-        return self.cascade is not None and self.cascade.enabled and self.cascade.calibration is not None
+        """Whether this router's file holds a verify-and-escalate policy that is switched on and covers
+        every candidate (a candidate added after training switches it off until the router is retrained:
+        its budget curve does not know the newcomer)."""
+        cas = self.cascade
+        return cas is not None and cas.enabled and cas.calibration is not None and cas.names == self.names
 
     def plan(self, budget: Budget | None = None, escalating: bool = False) -> Plan:
         """The budget resolved against this router's candidates and calibration; ``escalating``: against
@@ -254,9 +264,7 @@ class Router:
         if not obs:
             d.extra.update(next={"candidate": d.candidate, "seed": 0}, deliver=None)
             return
-        cas = self.cascade if self.cascade is not None and self.cascade.names == self.names[:len(self.cascade.names)] \
-            else None
-        v = decide_observed(cas, self.names, self.cost, z_row, lam, obs, plan.allowed, plan.budget.max_cost,
+        v = decide_observed(self.cascade, self.names, self.cost, z_row, lam, obs, plan.allowed, plan.budget.max_cost,
                             self.metric)
         if v.next is None:
             c, s, _ = obs[v.deliver]

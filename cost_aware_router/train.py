@@ -41,8 +41,27 @@ class _Phases:
         return report
 
 
+MIN_COMMON_PROMPTS = 4  # prompts scored by every candidate: routing compares candidates on the same prompts
+
+
+def _mixed_scales(ds: Dataset) -> str | None:
+    """Two groups of candidates whose 'score' repeats differently named metrics, with no candidate
+    scored under both: two scales mixed in one folder (e.g. an exported table and Quality Scorer rows)."""
+    src = ds.score_sources
+    names = sorted(src, key=lambda k: -len(src[k]))
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if not set(src[a]) & set(src[b]):
+                return (f"{ds.source or 'data'}: 'score' mixes two scales: candidate(s) {src[a][:6]} were scored with "
+                        f"'{a}' and {src[b][:6]} with '{b}'. A router compares scores of one metric: train on one "
+                        "source (move the other rows to their own folder) or score every candidate with one scorer")
+    return None
+
+
 def check_trainable(ds: Dataset) -> Dataset:
-    """Drop prompts without any score; refuse data that cannot train a router."""
+    """Drop prompts without any score; refuse data that cannot train a router (fewer than 2 candidates,
+    a candidate without scores, fewer than 4 prompts, fewer than MIN_COMMON_PROMPTS prompts scored by every
+    candidate, two score scales mixed under 'score'); warn on constant scores."""
     if len(ds.candidates) < 2:
         raise DataError(f"{ds.source or 'data'}: a router needs at least 2 candidates, found {ds.candidates}")
     scored = ~np.isnan(ds.quality).all(axis=1)
@@ -52,6 +71,21 @@ def check_trainable(ds: Dataset) -> Dataset:
         raise DataError(f"{ds.source or 'data'}: candidate(s) {empty} have no '{ds.metric}' scores")
     if len(ds.prompts) < 4:
         raise DataError(f"{ds.source or 'data'}: a router needs at least 4 scored prompts, found {len(ds.prompts)}")
+    mixed = _mixed_scales(ds)
+    if mixed:
+        raise DataError(mixed)
+    common = int(ds.complete.sum())
+    if common < MIN_COMMON_PROMPTS:
+        per = ", ".join(f"'{c}' {int((~np.isnan(ds.quality[:, j])).sum())}" for j, c in enumerate(ds.candidates[:8]))
+        raise DataError(f"{ds.source or 'data'}: only {common} prompt(s) are scored by every candidate (prompts per "
+                        f"candidate: {per}{', ...' if len(ds.candidates) > 8 else ''}). A router compares candidates "
+                        f"on the same prompts: score every candidate on a common set of at least {MIN_COMMON_PROMPTS} "
+                        "prompts (one prompts file for all), or keep each set in its own folder")
+    for j, c in enumerate(ds.candidates):
+        col = ds.quality[:, j][~np.isnan(ds.quality[:, j])]
+        if len(col) > 1 and float(np.ptp(col)) == 0.0:
+            ds.warnings.append(f"{ds.source or 'data'}: every '{ds.metric}' score of candidate '{c}' is {col[0]:g}; "
+                               "is its scorer working?")
     return ds
 
 

@@ -71,6 +71,9 @@ class Dataset:
     source: str = ""
     warnings: list[str] = field(default_factory=list)  # one line each; the CLI prints them on stderr
     images: Images = field(default_factory=_no_images)  # the rows behind ``quality``, one per image
+    # which named metric each candidate's 'score' repeats in its rows' 'scores' ({metric: [candidates]});
+    # two names that never meet mean two scales mixed under 'score' (train.check_trainable refuses)
+    score_sources: dict = field(default_factory=dict)
 
     @property
     def complete(self) -> np.ndarray:
@@ -85,7 +88,7 @@ class Dataset:
         return Dataset(
             [self.prompts[i] for i in idx], list(self.candidates), self.quality[idx],
             self.counts[idx], self.cost.copy(), dict(self.configs), self.metric, 0, self.source, list(self.warnings),
-            self.images.take(rows, prompt_map=where),
+            self.images.take(rows, prompt_map=where), dict(self.score_sources),
         )
 
     def restrict(self, candidates: list[str]) -> Dataset:
@@ -103,6 +106,7 @@ class Dataset:
             list(self.prompts), list(candidates), self.quality[:, cols], self.counts[:, cols],
             self.cost[cols], {c: self.configs.get(c, {}) for c in candidates}, self.metric, self.skipped,
             self.source, list(self.warnings), self.images.take(rows, cand_map=where),
+            {k: [c for c in v if c in candidates] for k, v in self.score_sources.items()},
         )
 
     def summary(self) -> dict:
@@ -277,6 +281,20 @@ def _costs(records: list[Record], names: dict[str, int], source: str) -> tuple[n
     return np.round(median, 9), warnings
 
 
+def _score_sources(records: list[Record], metric: str) -> dict[str, list[str]]:
+    """For rows scored under ``score``: the metric name(s) each row repeats its score under in ``scores``
+    (a ComfyUI Save node row: its scorer's name; an exported table: the table's metric), gathered per
+    name with the candidates that use it. Rows that name none are left out."""
+    out: dict[str, set[str]] = {}
+    for r in records:
+        if r.metric(metric) is None:
+            continue
+        for name, v in r.scores.items():
+            if v == r.score:
+                out.setdefault(name, set()).add(r.candidate)
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def aggregate(records: list[Record], metric: str = DEFAULT_METRIC, source: str = "",
               verify_metric: str | None = None) -> Dataset:
     """Average rows per (prompt, candidate) into a prompts x candidates table; a candidate's cost is the
@@ -315,9 +333,11 @@ def aggregate(records: list[Record], metric: str = DEFAULT_METRIC, source: str =
         raise DataError(f"{source or 'data'}: no row has metric '{metric}'; metrics present: {known}")
     with np.errstate(invalid="ignore", divide="ignore"):
         quality = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+    sources = _score_sources(records, metric) if metric == DEFAULT_METRIC else {}
     arr = np.array(img, dtype=np.float64).reshape(-1, 4)
     images = Images(arr[:, 0].astype(int), arr[:, 1].astype(int), arr[:, 2], arr[:, 3], verify_metric)
-    return Dataset(list(prompts), list(candidates), quality, counts, cost, configs, metric, 0, source, warnings, images)
+    return Dataset(list(prompts), list(candidates), quality, counts, cost, configs, metric, 0, source, warnings, images,
+                   sources)
 
 
 def load_dataset(folder: str | Path, metric: str = DEFAULT_METRIC, skip_bad: bool = False,
