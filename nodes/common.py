@@ -29,9 +29,29 @@ KEEP_REPORT = ({"has_intermediate_output": True}
 Candidates = io.Custom("COST_AWARE_CANDIDATES")
 Pool = io.Custom("COST_AWARE_POOL")
 Job = io.Custom("COST_AWARE_JOB")
+Routed = io.Custom("COST_AWARE_ROUTE")  # one prompt's routing decision (Route -> Escalation Plan)
+Escalation = io.Custom("COST_AWARE_ESCALATION")  # kept or escalated (Escalation Plan -> Verify and Escalate)
+Scored = io.Custom("COST_AWARE_SCORED")  # every scored image of one prompt (Verify and Escalate -> Router Feedback)
 # Typed as the V1 list types the core KSampler's combo inputs expect (a V3 Combo output is rejected there).
 SamplerName = io.Custom(comfy.samplers.KSampler.SAMPLERS)
 SchedulerName = io.Custom(comfy.samplers.KSampler.SCHEDULERS)
+
+
+def generation_outputs(whose: str, sampler: str = "the KSampler") -> list:
+    """A candidate's MODEL, CLIP, VAE and KSampler settings, typed so they plug into the core KSampler (the
+    Route and Escalation Plan nodes' first seven outputs)."""
+    return [io.Model.Output("model", display_name="MODEL", tooltip=f"{whose} model."),
+            io.Clip.Output("clip", display_name="CLIP", tooltip=f"{whose} CLIP."),
+            io.Vae.Output("vae", display_name="VAE", tooltip=f"{whose} VAE."),
+            io.Int.Output("steps", tooltip=f"Steps for {sampler}."),
+            io.Float.Output("cfg", tooltip=f"CFG for {sampler}."),
+            SamplerName.Output("sampler_name", tooltip=f"Sampler for {sampler}."),
+            SchedulerName.Output("scheduler", tooltip=f"Scheduler for {sampler}.")]
+
+
+def settings(candidate: dict) -> tuple:
+    """A pool candidate's KSampler settings, in the order of generation_outputs."""
+    return candidate["steps"], candidate["cfg"], candidate["sampler"], candidate["scheduler"]
 
 
 def register_folders() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.budget import BUDGET_MODES, DEFAULT, HOLD, Budget
-from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool, SamplerName, SchedulerName, router_input
-from .shared import get_router, log_decision, route_held, router_stamp
+from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool, Routed, generation_outputs, router_input, settings
+from .shared import RoutedPrompt, get_router, log_decision, route_held, router_stamp
 
 
 def show_on_node(text: str) -> ui.PreviewText:
@@ -56,18 +56,19 @@ class CostAwareRouterNode(io.ComfyNode):
                 io.Boolean.Input("reset_budget_state", default=False, optional=True, advanced=True,
                                  tooltip="'hold target average cost' mode: forget the realised average kept for "
                                          "this router and target (in ComfyUI's user folder) and start afresh."),
+                io.Boolean.Input("verify_and_escalate", default=False, optional=True, advanced=True,
+                                 tooltip="Switch on when Escalation Plan and Verify and Escalate follow this node "
+                                         "(its route output): a target budget is then read off the router's curve "
+                                         "that counts escalations, so the average cost including them meets the "
+                                         "target. Changes nothing for a router that cannot escalate."),
             ],
             outputs=[
-                io.Model.Output("model", display_name="MODEL", tooltip="The chosen candidate's model."),
-                io.Clip.Output("clip", display_name="CLIP", tooltip="The chosen candidate's CLIP."),
-                io.Vae.Output("vae", display_name="VAE", tooltip="The chosen candidate's VAE."),
-                io.Int.Output("steps", tooltip="Steps for the KSampler."),
-                io.Float.Output("cfg", tooltip="CFG for the KSampler."),
-                SamplerName.Output("sampler_name", tooltip="Sampler for the KSampler."),
-                SchedulerName.Output("scheduler", tooltip="Scheduler for the KSampler."),
+                *generation_outputs("The chosen candidate's"),
                 io.String.Output("label", tooltip="The chosen candidate's label."),
                 io.String.Output("explanation",
                                  tooltip="Predicted quality and cost of every candidate, and why this one."),
+                Routed.Output("route", tooltip="This decision, for Escalation Plan: after the image is scored it "
+                                               "decides whether to escalate to a dearer candidate."),
             ],
         )
 
@@ -79,20 +80,23 @@ class CostAwareRouterNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, pool, prompt, router, budget_mode, budget_value, max_cost, force_candidate="",
-                log_decisions=True, explore=0.0, reset_budget_state=False) -> io.NodeOutput:
+                log_decisions=True, explore=0.0, reset_budget_state=False, verify_and_escalate=False
+                ) -> io.NodeOutput:
         r = get_router(router)
         r.check_candidates(pool.labels)
         if pool.costs():
             r = r.with_costs(pool.costs())
         budget = Budget.from_mode(budget_mode, budget_value, max_cost, force_candidate or "")
+        observed = {} if verify_and_escalate else None  # no image yet: the budget counts escalations
         if budget_mode == HOLD:
-            decision = route_held(r, router, prompt, budget, reset_budget_state, explore)
+            decision = route_held(r, router, prompt, budget, reset_budget_state, explore, observed)
         else:
-            decision = r.route([prompt], budget, explore=explore)[0]
+            decision = r.route([prompt], budget, explore=explore, observed=observed)[0]
         if log_decisions:
             log_decision(decision, router, r, budget)
-        cand = pool.candidates[decision.candidate]
         model, clip, vae = pool.load(decision.candidate)
         text = decision.explanation + "\n" + pool.report()
-        return io.NodeOutput(model, clip, vae, cand["steps"], cand["cfg"], cand["sampler"], cand["scheduler"],
-                             decision.candidate, text, ui=show_on_node(text))
+        routed = RoutedPrompt(router, r, pool, prompt, budget, decision, budget_mode == HOLD,
+                              bool(verify_and_escalate), bool(log_decisions))
+        return io.NodeOutput(model, clip, vae, *settings(pool.candidates[decision.candidate]), decision.candidate,
+                             text, routed, ui=show_on_node(text))

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import comfy.model_management
@@ -102,9 +103,10 @@ def hold_state_path(router_name: str, target: float) -> Path:
 
 
 def route_held(router: Router, router_name: str, prompt: str, budget: Budget, reset: bool,
-               explore: float = 0.0) -> Decision:
+               explore: float = 0.0, observed: dict | None = None) -> Decision:
     """Route one prompt holding the budget's target average cost with the state kept for this router
-    and target; ``reset`` starts it afresh."""
+    and target; ``reset`` starts it afresh. ``observed`` as for ``Router.route``: a prompt with observed
+    images is not counted again, an escalation's cost is added to the state."""
     plan = router.plan(budget)
     if plan.target is None or plan.force is not None:
         raise RouterError("'hold target average cost' needs a target (budget_value, seconds per image) and no "
@@ -114,13 +116,14 @@ def route_held(router: Router, router_name: str, prompt: str, budget: Budget, re
         if reset and path.exists():
             path.unlink()
         holder = load_state(path, router.fingerprint, plan.target, plan.blended_cost_weight, router.cost)
-        decision = router.route([prompt], budget, holder, explore=explore)[0]
+        decision = router.route([prompt], budget, holder, explore=explore, observed=observed)[0]
         holder.save_state(path)
     return decision
 
 
-def log_decision(decision: Decision, router_name: str, router: Router, budget: Budget) -> None:
-    """Append the decision to output/cost_aware_router/decisions.jsonl, with ComfyUI's prompt id."""
+def log_decision(decision: Decision, router_name: str, router: Router, budget: Budget, **changes) -> None:
+    """Append the decision to output/cost_aware_router/decisions.jsonl, with ComfyUI's prompt id; ``changes``
+    replace or add fields of its record (an escalation names its own candidate; ``chosen_cost`` follows)."""
     prompt_id = None
     try:
         from server import PromptServer
@@ -129,8 +132,27 @@ def log_decision(decision: Decision, router_name: str, router: Router, budget: B
     except (ImportError, AttributeError):  # headless: no server, no prompt id
         pass
     path = child_dir(folder_paths.get_output_directory(), LOG_FOLDER) / LOG_NAME
-    append_decisions(path, decision_records([decision], router_name, router.fingerprint,
-                                            router.plan(budget).target, prompt_id))
+    records = decision_records([decision], router_name, router.fingerprint, router.plan(budget).target, prompt_id)
+    for rec in records:
+        rec.update(changes)
+        rec["chosen_cost"] = rec["cost"].get(rec["candidate"])
+    append_decisions(path, records)
+
+
+@dataclass
+class RoutedPrompt:
+    """One prompt as the Route node routed it (its ``route`` output, for Escalation Plan): the router as it
+    decided (measured costs applied), the pool, the budget and the decision."""
+
+    router_name: str
+    router: Router
+    pool: object  # cost_aware_router.pool.CandidatePool
+    prompt: str
+    budget: Budget
+    decision: Decision
+    held: bool  # 'hold target average cost': an escalation's cost goes into the held state
+    escalating: bool  # the budget was read off the router's curve that counts escalations
+    log: bool  # decisions are logged
 
 
 @contextlib.contextmanager
