@@ -14,6 +14,7 @@ from .save import SaveScoredGenerationNode
 from .scorer import QualityScorerNode
 from .sweep import CandidateSweepNode
 from .train import TrainRouterNode
+from .verify import EscalationPlanNode, VerifyEscalateNode
 
 
 class CostAwareRouterExtension(ComfyExtension):
@@ -25,4 +26,4 @@ class CostAwareRouterExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [CandidateNode, CandidatePoolNode, CostAwareRouterNode, TrainRouterNode, QualityScorerNode,
                 MeasureCostsNode, CandidateSweepNode, SaveScoredGenerationNode, AnchorPromptsNode, AddCandidateNode,
-                RouterFeedbackNode]
+                RouterFeedbackNode, EscalationPlanNode, VerifyEscalateNode]

@@ -26,6 +26,9 @@ export const REPORTS = {
   "CostAwareRouter.AddCandidate": [6, "After a run: how the new candidate was added and where it was saved."],
   "CostAwareRouter.Train": [9, "After a run: what was trained, how well, and where it was saved."],
   "CostAwareRouter.Feedback": [5, "After a run: what the router learnt from this score."],
+  "CostAwareRouter.EscalationPlan": [8, "After a run: whether the first image is kept or a dearer candidate " +
+    "generates again, and why."],
+  "CostAwareRouter.VerifyEscalate": [10, "After a run: which image is delivered, and why."],
 };
 
 // A DOM widget is drawn with a 10 px margin above and below its element.
