@@ -7,16 +7,18 @@ from comfy_api.latest import io, ui
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.online import update_router
 from ..cost_aware_router.router_file import load_router, save_router
-from .common import CATEGORY, NODE_PREFIX, router_input, router_output
+from .common import CATEGORY, NODE_PREFIX, Scored, router_input, router_output
 from .shared import exclusive, get_router
 
 
-def learn(base_name: str, output_name: str, prompt: str, label: str, score: float) -> tuple[str, str]:
-    """Add one observation to ``output_name`` (started from the router ``base_name`` the first time);
+def learn(base_name: str, output_name: str, prompt: str, labels: list[str], scores: list[float]) -> tuple[str, str]:
+    """Add the scored images of one prompt (one, or the routed and the escalated one) to ``output_name``
+    (started from the router ``base_name`` the first time) in one update, so they fill one memory row;
     returns (saved file name, report). Two queue items (or two ComfyUI workers) finishing together
     take turns on the file."""
     if not str(prompt).strip():
         raise RouterError("Router Feedback: the prompt is empty")
+    labels, scores = [str(lb).strip() for lb in labels], [float(s) for s in scores]
     out = router_output(output_name, overwrite=True)
     with exclusive(out.with_name(f".{out.name}.lock")):
         if out.exists():
@@ -31,10 +33,11 @@ def learn(base_name: str, output_name: str, prompt: str, label: str, score: floa
             current.use_embedder(base.embedder)
         else:
             current = get_router(base_name)
-        new, report = update_router(current, [prompt], [label.strip()], [float(score)])
+        new, report = update_router(current, [prompt] * len(labels), labels, scores)
         save_router(new, out, overwrite=True)
     t = new.training
-    text = (f"learnt: '{label.strip()}' scored {float(score):.4g} on this prompt; {out.name} now holds "
+    what = " and ".join(f"'{lb}' scored {s:.4g}" for lb, s in zip(labels, scores))
+    text = (f"learnt: {what} on this prompt; {out.name} now holds "
             f"{t['online_observations']} scored generation(s)"
             + (f" (k {t['online_k']}, shrinkage {t['online_alpha']:g})" if "online_k" in t else "")
             + (f"\n{report['note']}" if report.get("note") else "")
@@ -57,11 +60,16 @@ class RouterFeedbackNode(io.ComfyNode):
                 router_input(),
                 io.String.Input("prompt", multiline=True, default="", force_input=True,
                                 tooltip="The prompt that was routed (link the same STRING as the router's prompt)."),
-                io.String.Input("label", force_input=True,
-                                tooltip="The chosen candidate (the Cost-Aware Router's label output)."),
-                io.Float.Input("score", force_input=True,
+                io.String.Input("label", force_input=True, optional=True,
+                                tooltip="The chosen candidate (the Cost-Aware Router's label output); or link "
+                                        "scored instead."),
+                io.Float.Input("score", force_input=True, optional=True,
                                tooltip="The image's quality score on the router's metric and scale (the Quality "
-                                       "Scorer's or any scorer pack's FLOAT)."),
+                                       "Scorer's or any scorer pack's FLOAT); or link scored instead."),
+                Scored.Input("scored", optional=True,
+                             tooltip="Instead of label and score: Verify and Escalate's scored output, every "
+                                     "scored image of the prompt (the routed one and, when escalated, the dear "
+                                     "one), learnt together."),
                 io.String.Input("output_name", default="learned_router",
                                 tooltip="Router file (in models/router_weights) that accumulates the feedback; "
                                         "created from the router above the first time. An existing router that "
@@ -72,6 +80,18 @@ class RouterFeedbackNode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, router, prompt, label, score, output_name) -> io.NodeOutput:
-        name, text = learn(router, output_name, prompt, label, score)
+    def execute(cls, router, prompt, output_name, label=None, score=None, scored=None) -> io.NodeOutput:
+        if scored is not None:
+            if label is not None or score is not None:
+                raise RouterError("Router Feedback: link either label and score, or scored, not both")
+            if scored.prompt != prompt:
+                raise RouterError("Router Feedback: the scored images are of another prompt than the one linked "
+                                  "here; link the same prompt as the router's")
+            labels, scores = scored.labels, scored.scores
+        elif label is None or score is None:
+            raise RouterError("Router Feedback: link label and score (the router's label and the image's score), "
+                              "or Verify and Escalate's scored")
+        else:
+            labels, scores = [label], [score]
+        name, text = learn(router, output_name, prompt, labels, scores)
         return io.NodeOutput(name, text, ui=ui.PreviewText(text))
