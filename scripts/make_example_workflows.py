@@ -39,7 +39,7 @@ SIZE = {
     "candidate": (340, 280),
     "pool": (380, 200),
     "prompt": (360, 200),
-    "route": (560, 756),
+    "route": (560, 796),
     "measure": (380, 250),
     "sweep": (400, 490),
     "encode": (340, 110),
@@ -54,6 +54,8 @@ SIZE = {
     "anchors": (560, 290),
     "add": (560, 350),
     "feedback": (420, 240),
+    "plan": (420, 380),
+    "verify": (560, 290),
 }
 
 
@@ -236,6 +238,25 @@ Router Feedback's `router` on the same router and `output_name` as they are.
 
 **CPU only:** 256×256 (Empty Latent Image). **GPU:** nothing to change.
 """,
+    "route_verify_escalate": """\
+## Verify and escalate: a second try only for a bad image
+
+Top row: **Cost-Aware Router** (`my_router`) → KSampler → **Quality Scorer** → **Escalation Plan**, which asks \
+the router's verify-and-escalate policy whether a dearer candidate is expected to add more than its cost. \
+Bottom row, run **only** when it is: a second KSampler on the plan's model and settings → decode → scorer. \
+**Verify and Escalate** saves the better image; for a kept image the bottom row never runs (its inputs are lazy).
+
+**Needs first:** `my_router.safetensors` from **train_router**, trained on a **collect_scored_generations** \
+folder with 20 or more prompts scored for every candidate, the same candidates and the **same scorer** as \
+here. The policy is fitted from it and switched on only if escalating beat routing alone there; a router \
+without it (e.g. the default one) never escalates, and the nodes say so.
+
+**Budget:** the router node's `verify_and_escalate` (advanced) is on, so the budget counts escalations.
+
+**Learn from both images:** link Verify and Escalate's `scored` into Router Feedback's `scored`.
+
+**CPU only:** 256×256 (Empty Latent Image). **GPU:** nothing to change.
+""",
 }
 
 
@@ -271,10 +292,20 @@ def encoders(g: Graph, col: Column, positive: str, negative: str, size_px: int) 
     return pos, neg, latent
 
 
-def routed_generation(g: Graph, cols: list[Column], candidates, route_widgets: list, save_prefix: str
+ROUTE_OUTPUTS = [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"), ("steps", "INT"), ("cfg", "FLOAT"),
+                 ("sampler_name", "COMBO"), ("scheduler", "COMBO"), ("label", "STRING"), ("explanation", "STRING"),
+                 ("route", "COST_AWARE_ROUTE")]
+KSAMPLER_INPUTS = [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                   ("latent_image", "LATENT"), ("steps", "INT", "steps"), ("cfg", "FLOAT", "cfg"),
+                   ("sampler_name", "COMBO", "sampler_name"), ("scheduler", "COMBO", "scheduler")]
+SETTINGS = ((3, "steps"), (4, "cfg"), (5, "sampler_name"), (6, "scheduler"))  # the same slots on Route and Plan
+
+
+def routed_generation(g: Graph, cols: list[Column], candidates, route_widgets: list, save_prefix: str | None
                       ) -> tuple[int, int, int]:
-    """Candidates -> pool -> Cost-Aware Router (fed by a Prompt node) -> KSampler -> VAEDecode -> SaveImage,
-    in columns (candidates, pool, router, encoders, KSampler, output). Returns (prompt, router, decode)."""
+    """Candidates -> pool -> Cost-Aware Router (fed by a Prompt node) -> KSampler -> VAEDecode -> SaveImage
+    (none without ``save_prefix``), in columns (candidates, pool, router, encoders, KSampler, output).
+    Returns (prompt, router, decode)."""
     c_cand, c_pool, c_route, c_enc, c_ks, c_out = cols
     last = candidate_chain(g, c_cand, candidates)
     pool = pool_node(g, c_pool)
@@ -284,38 +315,49 @@ def routed_generation(g: Graph, cols: list[Column], candidates, route_widgets: l
     p, s = c_route.place("route")
     router = g.node("CostAwareRouter.Route", p, [PROMPT, *route_widgets],
                     inputs=[("pool", "COST_AWARE_POOL"), ("prompt", "STRING", "prompt")],
-                    outputs=[("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"), ("steps", "INT"), ("cfg", "FLOAT"),
-                             ("sampler_name", "COMBO"), ("scheduler", "COMBO"), ("label", "STRING"),
-                             ("explanation", "STRING")], size=s, color=PURPLE)
+                    outputs=ROUTE_OUTPUTS, size=s, color=PURPLE)
     g.link(pool, 0, router, "pool")
     g.link(text, 0, router, "prompt")
     pos, neg, latent = encoders(g, c_enc, PROMPT, "blurry, low quality, watermark", 512)
+    dec = sampled(g, c_ks, c_out, router, text, pos, neg, latent)
+    if save_prefix is not None:
+        p, s = c_out.place("save_image")
+        save = g.node("SaveImage", p, [save_prefix], inputs=[("images", "IMAGE")], size=s)
+        g.link(dec, 0, save, "images")
+    return text, router, dec
+
+
+def sampled(g: Graph, c_ks: Column, c_out: Column, source: int, text: int, pos: int, neg: int, latent: int) -> int:
+    """KSampler -> VAEDecode on the model, CLIP, VAE and settings of ``source`` (a Route or Escalation Plan
+    node: the same output slots); returns the decode node."""
     p, s = c_ks.place("ksampler")
-    ks = g.node("KSampler", p, [42, "fixed", 20, 7.0, "euler", "normal", 1.0],
-                inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                        ("latent_image", "LATENT"), ("steps", "INT", "steps"), ("cfg", "FLOAT", "cfg"),
-                        ("sampler_name", "COMBO", "sampler_name"), ("scheduler", "COMBO", "scheduler")],
+    ks = g.node("KSampler", p, [42, "fixed", 20, 7.0, "euler", "normal", 1.0], inputs=KSAMPLER_INPUTS,
                 outputs=[("LATENT", "LATENT")], size=s)
     p, s = c_out.place("decode")
     dec = g.node("VAEDecode", p, inputs=[("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")], size=s)
-    p, s = c_out.place("save_image")
-    save = g.node("SaveImage", p, [save_prefix], inputs=[("images", "IMAGE")], size=s)
-    g.link(router, 0, ks, "model")
-    g.link(router, 1, pos, "clip")
-    g.link(router, 1, neg, "clip")
+    g.link(source, 0, ks, "model")
+    g.link(source, 1, pos, "clip")
+    g.link(source, 1, neg, "clip")
     g.link(text, 0, pos, "text")
     g.link(pos, 0, ks, "positive")
     g.link(neg, 0, ks, "negative")
     g.link(latent, 0, ks, "latent_image")
-    for slot, name in ((3, "steps"), (4, "cfg"), (5, "sampler_name"), (6, "scheduler")):
-        g.link(router, slot, ks, name)
+    for slot, name in SETTINGS:
+        g.link(source, slot, ks, name)
     g.link(ks, 0, dec, "samples")
-    g.link(router, 2, dec, "vae")
-    g.link(dec, 0, save, "images")
-    return text, router, dec
+    g.link(source, 2, dec, "vae")
+    return dec
 
 
 ROUTE_COLUMNS = ("candidate", "pool", "route", "encode", "ksampler", "save_image")
+
+
+def scorer_node(g: Graph, col: Column) -> int:
+    """A Quality Scorer (its image and prompt linked by the caller)."""
+    p, s = col.place("scorer")
+    return g.node("CostAwareRouter.QualityScorer", p, ["", "clip-vit-large-patch14", "clipscore"],
+                  inputs=[("image", "IMAGE"), ("prompt", "STRING", "prompt")], outputs=[("score", "FLOAT")],
+                  size=s, color=PURPLE)
 
 
 def route_and_generate() -> dict:
@@ -323,7 +365,7 @@ def route_and_generate() -> dict:
     c_note, *cols = columns(SIZE["note"][0], *(SIZE[k][0] for k in ROUTE_COLUMNS))
     g.note(c_note.place("note")[0], NOTES["route_and_generate"])
     routed_generation(g, cols, CANDIDATES,
-                      ["default.safetensors", TARGET_MODE, TARGET_SECONDS, 0.0, "", True, 0.0, False], "routed")
+                      ["default.safetensors", TARGET_MODE, TARGET_SECONDS, 0.0, "", True, 0.0, False, False], "routed")
     return g.to_json()
 
 
@@ -384,10 +426,7 @@ def collect_scored_generations() -> dict:
                         ("scheduler", "COMBO", "scheduler")], outputs=[("LATENT", "LATENT")], size=s)
     p, s = c_score.place("decode")
     dec = g.node("VAEDecode", p, inputs=[("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")], size=s)
-    p, s = c_score.place("scorer")
-    score = g.node("CostAwareRouter.QualityScorer", p, ["", "clip-vit-large-patch14", "clipscore"],
-                   inputs=[("image", "IMAGE"), ("prompt", "STRING", "prompt")], outputs=[("score", "FLOAT")],
-                   size=s, color=PURPLE)
+    score = scorer_node(g, c_score)
     p, s = c_save.place("save_scored")
     save = g.node("CostAwareRouter.SaveScoredGeneration", p, ["scored_generations", "clipscore"],
                   inputs=[("images", "IMAGE"), ("job", "COST_AWARE_JOB"), ("score", "FLOAT")], size=s, color=PURPLE)
@@ -419,12 +458,9 @@ def route_score_learn() -> dict:
     c_note, *cols, c_learn = columns(SIZE["note"][0], *(SIZE[k][0] for k in ROUTE_COLUMNS), SIZE["feedback"][0])
     g.note(c_note.place("note")[0], NOTES["route_score_learn"])
     text, router, dec = routed_generation(g, cols, SWEEP_CANDIDATES,
-                                          [LEARN_ROUTER, "router default", 0.0, 0.0, "", True, 0.1, False],
+                                          [LEARN_ROUTER, "router default", 0.0, 0.0, "", True, 0.1, False, False],
                                           "routed_learn")
-    p, s = c_learn.place("scorer")
-    score = g.node("CostAwareRouter.QualityScorer", p, [PROMPT, "clip-vit-large-patch14", "clipscore"],
-                   inputs=[("image", "IMAGE"), ("prompt", "STRING", "prompt")], outputs=[("score", "FLOAT")],
-                   size=s, color=PURPLE)
+    score = scorer_node(g, c_learn)
     p, s = c_learn.place("feedback")
     learn = g.node("CostAwareRouter.Feedback", p, [LEARN_ROUTER, "my_router_learnt"],
                    inputs=[("prompt", "STRING"), ("label", "STRING"), ("score", "FLOAT")],
@@ -434,6 +470,54 @@ def route_score_learn() -> dict:
     g.link(text, 0, learn, "prompt")
     g.link(router, 7, learn, "label")
     g.link(score, 0, learn, "score")
+    return g.to_json()
+
+
+def route_verify_escalate() -> dict:
+    """Route, generate and score (top row); Escalation Plan; the dear branch (bottom row: a second KSampler on
+    the plan's model, decode, scorer), which Verify and Escalate's lazy inputs run only on an escalation."""
+    g = Graph()
+    c_note, *cols, c_verify, c_save = columns(SIZE["note"][0], *(SIZE[k][0] for k in ROUTE_COLUMNS[:-1]),
+                                               SIZE["scorer"][0], SIZE["verify"][0], SIZE["save_image"][0])
+    c_route, c_enc, c_ks, c_out = cols[2:]
+    g.note(c_note.place("note")[0], NOTES["route_verify_escalate"])
+    text, router, dec = routed_generation(g, cols, SWEEP_CANDIDATES,
+                                          [LEARN_ROUTER, "router default", 0.0, 0.0, "", True, 0.0, False, True], None)
+    first_score = scorer_node(g, c_out)
+    p, s = c_route.place("plan")
+    plan = g.node("CostAwareRouter.EscalationPlan", p, inputs=[("route", "COST_AWARE_ROUTE"), ("first_score", "FLOAT")],
+                  outputs=[*ROUTE_OUTPUTS[:8], ("escalate", "BOOLEAN"), ("escalation", "COST_AWARE_ESCALATION"),
+                           ("report", "STRING")], size=s, color=PURPLE)
+    # the bottom row starts below the router and the plan, so the two rows read apart
+    for col in (c_enc, c_ks, c_out):
+        col.y = max(col.y, c_route.y - SIZE["plan"][1] - GAP_Y - TITLE_H)
+    p, s = c_enc.place("encode")
+    pos = g.node("CLIPTextEncode", p, [PROMPT], inputs=[("clip", "CLIP"), ("text", "STRING", "text")],
+                 outputs=[("CONDITIONING", "CONDITIONING")], size=s, title="Positive (escalation)")
+    p, s = c_enc.place("encode")
+    neg = g.node("CLIPTextEncode", p, ["blurry, low quality, watermark"], inputs=[("clip", "CLIP")],
+                 outputs=[("CONDITIONING", "CONDITIONING")], size=s, title="Negative (escalation)")
+    latent = next(n["id"] for n in g.nodes if n["type"] == "EmptyLatentImage")
+    dear = sampled(g, c_ks, c_out, plan, text, pos, neg, latent)
+    dear_score = scorer_node(g, c_out)
+    p, s = c_verify.place("verify")
+    verify = g.node("CostAwareRouter.VerifyEscalate", p,
+                    inputs=[("escalation", "COST_AWARE_ESCALATION"), ("first_image", "IMAGE"), ("dear_image", "IMAGE"),
+                            ("dear_score", "FLOAT")],
+                    outputs=[("image", "IMAGE"), ("label", "STRING"), ("score", "FLOAT"),
+                             ("scored", "COST_AWARE_SCORED"), ("report", "STRING")], size=s, color=PURPLE)
+    p, s = c_save.place("save_image")
+    save = g.node("SaveImage", p, ["verified"], inputs=[("images", "IMAGE")], size=s)
+    for src, dst in ((dec, first_score), (dear, dear_score)):
+        g.link(src, 0, dst, "image")
+        g.link(text, 0, dst, "prompt")
+    g.link(router, 9, plan, "route")
+    g.link(first_score, 0, plan, "first_score")
+    g.link(plan, 9, verify, "escalation")
+    g.link(dec, 0, verify, "first_image")
+    g.link(dear, 0, verify, "dear_image")
+    g.link(dear_score, 0, verify, "dear_score")
+    g.link(verify, 0, save, "images")
     return g.to_json()
 
 
@@ -457,6 +541,10 @@ CARDS = {
     "route_score_learn": ("Route, score, learn", "Scores each routed image and teaches the router that score.",
                           ("route", "generate, score", "learn"),
                           "Needs: my_router from train_router"),
+    "route_verify_escalate": ("Verify and escalate", "Scores the routed image; only a bad one is made again "
+                              "with a dearer candidate.",
+                              ("route, generate", "score, verify", "keep or escalate"),
+                              "Needs: my_router from train_router"),
 }
 
 
@@ -533,7 +621,7 @@ def thumbnail(name: str, path: Path) -> None:
 
 BUILDERS = {"route_and_generate": route_and_generate, "train_router": train_router,
             "collect_scored_generations": collect_scored_generations, "add_candidate": add_candidate,
-            "route_score_learn": route_score_learn}
+            "route_score_learn": route_score_learn, "route_verify_escalate": route_verify_escalate}
 
 
 def main() -> int:
