@@ -7,10 +7,12 @@ checkpoints folder, a router_weights folder and a custom_nodes folder that links
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -123,9 +125,9 @@ class Comfy:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
-    def queue(self, prompt: dict, workflow: dict | None = None) -> str:
+    def queue(self, prompt: dict, workflow: dict | None = None, client_id: str | None = None) -> str:
         """Queue an API prompt; ``workflow`` (UI format) travels as extra_pnginfo, as the frontend sends it."""
-        data = {"prompt": prompt, "client_id": uuid.uuid4().hex}
+        data = {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex}
         if workflow is not None:
             data["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
         status, body = self.post("/prompt", data)
@@ -147,11 +149,88 @@ class Comfy:
     def run(self, prompt: dict, timeout: float = 600.0, workflow: dict | None = None) -> dict:
         return self.wait(self.queue(prompt, workflow), timeout)
 
+    def run_watching(self, prompt: dict, timeout: float = 600.0) -> tuple[dict, list[str]]:
+        """Queue ``prompt`` and follow it on ComfyUI's websocket, as the frontend does: (its history entry,
+        the ids of the nodes that executed, in order; a node taken from the cache sends nothing)."""
+        client_id = uuid.uuid4().hex
+        executed: list[str] = []
+        with WebSocket("127.0.0.1", self.port, f"/ws?clientId={client_id}", timeout) as ws:
+            prompt_id = self.queue(prompt, client_id=client_id)
+            while True:
+                msg = ws.message()
+                data = msg.get("data") or {}
+                if data.get("prompt_id") != prompt_id:
+                    continue
+                if msg.get("type") == "executing" and data.get("node") is not None:
+                    executed.append(str(data["node"]))
+                if msg.get("type") in ("execution_success", "execution_error", "execution_interrupted"):
+                    break
+        return self.wait(prompt_id, timeout), executed
+
     def convert(self, ui_workflow: dict) -> dict:
         api = ui_to_api(ui_workflow, self.object_info)
         for node in api.values():
             node.pop("_meta", None)
         return api
+
+
+class WebSocket:
+    """Just enough of a websocket client (RFC 6455) to read ComfyUI's /ws messages, without a package:
+    the handshake, then server frames (never masked); binary frames (previews) are skipped."""
+
+    def __init__(self, host: str, port: int, path: str, timeout: float):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                          .encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise ConnectionError(f"websocket handshake refused: {head[:200]!r}")
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("websocket closed by ComfyUI")
+        self.buf += chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def message(self) -> dict:
+        """The next text message, parsed as JSON."""
+        parts, opcode = [], None
+        while True:
+            b0, b1 = self._take(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self._take(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._take(8))[0]
+            payload = self._take(n)
+            op = b0 & 0x0F
+            if op == 8:
+                raise ConnectionError("websocket closed by ComfyUI")
+            if op >= 8:  # ping / pong: the server sends none without a heartbeat, and nothing here needs them
+                continue
+            opcode = op or opcode
+            parts.append(payload)
+            if b0 & 0x80:
+                if opcode == 1:
+                    return json.loads(b"".join(parts))
+                parts, opcode = [], None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
 
 
 def error_message(entry: dict) -> str:
@@ -195,17 +274,42 @@ def api_plain_graph(ckpt: str, prompt: str, steps: int, cfg: float, size: int = 
     return g
 
 
-def sampling_tail(model, clip, vae, prompt, steps, cfg, sampler, scheduler, size, prefix) -> dict:
+def sampling_tail(model, clip, vae, prompt, steps, cfg, sampler, scheduler, size, prefix, key: str = "") -> dict:
+    """Encode, sample, decode and save; ``key`` goes before every node id (a second tail in one graph)."""
     return {
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": prompt}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "blurry"}},
-        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
-        "sample": {"class_type": "KSampler", "inputs": {
-            "model": model, "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
-            "seed": 0, "steps": steps, "cfg": cfg, "sampler_name": sampler, "scheduler": scheduler, "denoise": 1.0}},
-        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": vae}},
-        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
+        f"{key}pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": prompt}},
+        f"{key}neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "blurry"}},
+        f"{key}latent": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        f"{key}sample": {"class_type": "KSampler", "inputs": {
+            "model": model, "positive": [f"{key}pos", 0], "negative": [f"{key}neg", 0],
+            "latent_image": [f"{key}latent", 0], "seed": 0, "steps": steps, "cfg": cfg, "sampler_name": sampler,
+            "scheduler": scheduler, "denoise": 1.0}},
+        f"{key}decode": {"class_type": "VAEDecode", "inputs": {"samples": [f"{key}sample", 0], "vae": vae}},
+        f"{key}save": {"class_type": "SaveImage", "inputs": {"images": [f"{key}decode", 0], "filename_prefix": prefix}},
     }
+
+
+def api_verify_graph(candidates, router: str, prompt: str, first_score: float, dear_score: float, size: int = 64,
+                     **route_inputs) -> dict:
+    """api_route_graph with verify and escalate: the routed image's score -> Escalation Plan -> the dear branch
+    (a second encode, KSampler "dear_sample" and decode on the escalation's model and settings) -> Verify and
+    Escalate (lazy dear inputs) -> save. Both scores are constants (PrimitiveFloat), so a test chooses whether
+    the router keeps or escalates, and which image is better."""
+    g = api_route_graph(candidates, router, prompt, size, save_prefix="verify", **route_inputs)
+    g["route"]["inputs"]["verify_and_escalate"] = True
+    g["first_score"] = {"class_type": "PrimitiveFloat", "inputs": {"value": first_score}}
+    g["plan"] = {"class_type": "CostAwareRouter.EscalationPlan",
+                 "inputs": {"route": ["route", 9], "first_score": ["first_score", 0]}}
+    dear = sampling_tail(["plan", 0], ["plan", 1], ["plan", 2], prompt, ["plan", 3], ["plan", 4], ["plan", 5],
+                         ["plan", 6], size, "unused", key="dear_")
+    del dear["dear_save"]  # a save there would pull the dear branch every time
+    g.update(dear)
+    g["dear_score"] = {"class_type": "PrimitiveFloat", "inputs": {"value": dear_score}}
+    g["verify"] = {"class_type": "CostAwareRouter.VerifyEscalate", "inputs": {
+        "escalation": ["plan", 9], "first_image": ["decode", 0], "dear_image": ["dear_decode", 0],
+        "dear_score": ["dear_score", 0]}}
+    g["save"]["inputs"]["images"] = ["verify", 0]
+    return g
 
 
 def copy_data(src: Path, dst: Path) -> None:
@@ -234,6 +338,40 @@ def train_alternating_router(folder: Path, name: str = "alternating.safetensors"
     prompts = cats + cars
     q = np.array([[1.0, 0.0]] * len(cats) + [[0.0, 1.0]] * len(cars)) + rng.normal(scale=0.1, size=(len(prompts), 2))
     ds = Dataset(prompts, ["cats", "cars"], q, np.ones_like(q), np.array([1.0, 1.0]), {})
+    save_router(train_router(ds, get_embedder(), "knn"), folder / name, overwrite=True)
+    return name
+
+
+ESCALATING_CANDIDATES = [("cheap", "alt_a.safetensors", 2, 7.0, 0.5), ("dear", "alt_b.safetensors", 3, 7.0, 2.0)]
+
+
+def train_escalating_router(folder: Path, name: str = "escalating.safetensors") -> str:
+    """A router whose verify-and-escalate policy pays, switched on by the core's gate by itself: 40 prompts,
+    3 scored images of each candidate; 'cheap' (0.5 s) gives a good image (4.5) or a bad one (1.0) at random,
+    'dear' (2 s) a steady 4.0. So a bad cheap image is worth escalating, a good one is not."""
+    import tempfile
+
+    import numpy as np
+
+    from cost_aware_router.embed import get_embedder
+    from cost_aware_router.router_file import save_router
+    from cost_aware_router.scored import load_dataset
+    from cost_aware_router.train import train_router
+
+    rng = np.random.default_rng(0)
+    subjects = ("a lighthouse", "a red fox", "a bowl of ramen", "a sailing boat", "an old library", "a mountain lake",
+                "a city street", "a steam train", "a cup of coffee", "a desert canyon")
+    prompts = [f"{s} {w}" for s in subjects for w in ("at dawn", "in watercolour", "as a pencil sketch", "in the rain")]
+    rows = []
+    for p in prompts:
+        for seed in range(3):
+            for label, ckpt, steps, cfg, cost in ESCALATING_CANDIDATES:
+                score = rng.choice([1.0, 4.5]) if label == "cheap" else 4.0
+                rows.append({"prompt": p, "candidate": label, "seed": seed, "cost": cost, "checkpoint": ckpt,
+                             "steps": steps, "cfg": cfg, "score": float(score + rng.normal(0, 0.1))})
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        ds = load_dataset(tmp)
     save_router(train_router(ds, get_embedder(), "knn"), folder / name, overwrite=True)
     return name
 

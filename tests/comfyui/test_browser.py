@@ -27,7 +27,8 @@ import pytest
 from .harness import REPO, copy_data, score_new_candidate_on_anchors, train_sweep_router
 from .ui_to_api import widget_layout
 
-TEMPLATES = ["route_and_generate", "train_router", "add_candidate", "collect_scored_generations", "route_score_learn"]
+TEMPLATES = ["route_and_generate", "train_router", "add_candidate", "collect_scored_generations", "route_score_learn",
+             "route_verify_escalate"]
 EXAMPLES = {name: json.loads((REPO / "example_workflows" / f"{name}.json").read_text()) for name in TEMPLATES}
 DRIVER = Path(__file__).resolve().parent / "browser" / "driver.cjs"
 TIFA = REPO / "tests" / "data" / "tifa_160"
@@ -56,6 +57,10 @@ RUNS = {
         {"type": "CostAwareRouter.QualityScorer", "widget": "scorer_model", "value": "tiny_clip"},
         {"type": "CostAwareRouter.Route", "widget": "router", "value": "sweep_router.safetensors"},
         {"type": "CostAwareRouter.Feedback", "widget": "router", "value": "sweep_router.safetensors"},
+    ],
+    "route_verify_escalate": SMALL + [
+        {"type": "CostAwareRouter.QualityScorer", "widget": "scorer_model", "value": "tiny_clip"},
+        {"type": "CostAwareRouter.Route", "widget": "router", "value": "sweep_router.safetensors"},
     ],
 }
 

@@ -21,7 +21,8 @@ from .harness import (
 )
 
 NODES = ("CostAwareRouter.Candidate", "CostAwareRouter.CandidatePool", "CostAwareRouter.Route",
-         "CostAwareRouter.Train", "CostAwareRouter.AnchorPrompts", "CostAwareRouter.AddCandidate")
+         "CostAwareRouter.Train", "CostAwareRouter.AnchorPrompts", "CostAwareRouter.AddCandidate",
+         "CostAwareRouter.Feedback", "CostAwareRouter.EscalationPlan", "CostAwareRouter.VerifyEscalate")
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
 TIFA = REPO / "tests" / "data" / "tifa_160"
 
@@ -66,8 +67,10 @@ def test_example_workflow_runs(comfy, path):
             score_new_candidate_on_anchors(comfy.root / "input" / node["inputs"]["data_folder"],
                                             node["inputs"]["candidate"])
             node["inputs"]["overwrite"] = True
-        if node["class_type"] == "CostAwareRouter.Feedback":  # what the note asks for: my_router, from train_router
+        if node["class_type"] == "CostAwareRouter.Route" and node["inputs"]["router"] == "my_router.safetensors":
+            # what the note asks for: my_router, from train_router
             train_sweep_router(comfy.root / "models" / "router_weights", node["inputs"]["router"])
+        if node["class_type"] == "CostAwareRouter.Feedback":
             (comfy.root / "models" / "router_weights" / f"{node['inputs']['output_name']}.safetensors").unlink(
                 missing_ok=True)
     entry = comfy.run(api)
@@ -99,6 +102,12 @@ def test_example_workflow_runs(comfy, path):
         router = load_router(weights / "my_router_learnt.safetensors")
         assert router.training["online_observations"] == 1
         assert len(router.predictor.X) == len(load_router(weights / "my_router.safetensors").predictor.X) + 1
+    elif path.stem == "route_verify_escalate":
+        saved = [img for out in outputs.values() for img in out.get("images", []) if img["type"] == "output"]
+        assert len(saved) == 1 and saved[0]["filename"].startswith("verified")
+        shown = [t for out in outputs.values() for t in out.get("text", [])]
+        assert any(re.match(r"delivered '(sd15-25|sd15-8|sdxl-turbo-1)' \(the (first|escalation's) image", t)
+                   for t in shown), shown
     elif path.stem == "add_candidate":
         from cost_aware_router.router_file import load_router
 
