@@ -117,6 +117,10 @@ def _warn_scale(router, observed) -> None:
 
 def cmd_route(args) -> int:
     router = _load(args)
+    if args.candidates:
+        from .subset import restrict
+
+        router = restrict(router, [x.strip() for x in args.candidates.split(",") if x.strip()])
     budget = _budget(args)
     prompts = _read_prompts(args)
     if not args.state:
@@ -365,7 +369,9 @@ def cmd_replay(args) -> int:
         print(f"replayed {summary['prompts']} prompts of {Path(args.data_dir).name}: mean {ds.metric} "
               f"{summary['mean_score']:.4g}, mean cost {summary['mean_cost']:.3g} s/image, explored "
               f"{summary['explored_share']:.1%}" + (f", {summary['skipped']} skipped (chosen candidate unscored)"
-                                                    if summary["skipped"] else ""))
+                                                    if summary["skipped"] > summary["unlearnable"] else "")
+              + (f"; {summary['unlearnable']} not learnt: {printable(summary['unlearnable_note'])}"
+                 if summary["unlearnable"] else ""))
         print(f"wrote {out}: learnt from {new.training.get('online_observations', 0)} scored generation(s)")
     return 0
 
@@ -422,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--state", help="JSON file keeping --hold-budget's state between runs (read if present, written "
                                    "after the run; refused if made for another router or target)")
     r.add_argument("--log", help="append every decision as one JSON line to this file (safe with concurrent writers)")
+    r.add_argument("--candidates", metavar="A,B,...",
+                   help="route among these candidates only (any of the router's; budgets recalibrated over them)")
     r.add_argument("--observed", metavar="OBS.jsonl",
                    help="verify and escalate: JSON Lines {prompt, candidate, seed, score} of images already "
                         "generated; each prompt gets 'next' (generate) or 'deliver' (an observed image); budgets "

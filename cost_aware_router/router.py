@@ -65,6 +65,7 @@ class Router:
         self.reference = reference
         self.added = list(added or [])
         self.cascade = cascade  # verify-and-escalate policy (cascade.py), or None: never escalates
+        self.columns: np.ndarray | None = None  # a subset view (subset.py): its candidates' prediction columns
         self.fingerprint: str | None = None  # of the router file this came from (router_file.load_router)
         self.measured: list[str] = []  # candidates whose cost was measured on this machine (with_costs)
         self._embedder = None
@@ -76,7 +77,7 @@ class Router:
                       cascade=self.cascade)
         new = Router(**{**fields, **changes})
         new._embedder = self._embedder
-        new.fingerprint, new.measured = self.fingerprint, list(self.measured)
+        new.fingerprint, new.measured, new.columns = self.fingerprint, list(self.measured), self.columns
         return new
 
     @property
@@ -150,7 +151,11 @@ class Router:
     @property
     def mean_quality_z(self) -> np.ndarray:
         """Each candidate's average normalised quality: the prediction when nothing is known."""
-        return np.concatenate([self.predictor.mu, [a.mean for a in self.added]])
+        return self._view(np.concatenate([self.predictor.mu, [a.mean for a in self.added]]))
+
+    def _view(self, a: np.ndarray) -> np.ndarray:
+        """The columns of this router's candidates (all, unless it is a subset view)."""
+        return a if self.columns is None else a[..., self.columns]
 
     def _with_added(self, z_base: np.ndarray, S: np.ndarray | None) -> np.ndarray:
         if not self.added:
@@ -163,7 +168,7 @@ class Router:
         E = np.asarray(E, dtype=np.float32)
         z = self.predictor.predict(E)
         S = E @ self.reference.x[self.reference.anchors].T if self.added else None
-        z = self._with_added(z, S)
+        z = self._view(self._with_added(z, S))
         if self.reference is None:
             return z, np.full(len(E), np.nan), np.zeros(len(E))
         dist = self.reference.distance(E)
@@ -177,7 +182,7 @@ class Router:
         if self.added:
             S = ref.x @ ref.x[ref.anchors].T
             S[ref.anchors, np.arange(len(ref.anchors))] = -np.inf
-        return self._with_added(ref.oof.astype(np.float64), S)
+        return self._view(self._with_added(ref.oof.astype(np.float64), S))
 
     def predict_normalised(self, prompts: list[str]) -> np.ndarray:
         return self.predict_embedded(self.embedder.embed(prompts))[0]
@@ -201,7 +206,7 @@ class Router:
         if self.added:
             obs = np.stack([~np.isnan(a.scores) for a in self.added], axis=1).astype(np.float64)
             base = np.concatenate([base, weighted_count(E @ ref.x[ref.anchors].T, obs)], axis=1)
-        return base
+        return self._view(base)
 
     def route(self, prompts: list[str], budget: Budget | None = None, holder: BudgetHolder | None = None,
               explore: float = 0.0, seed: int = 0, observed: dict | None = None) -> list[Decision]:
