@@ -26,6 +26,20 @@ to a router without retraining it from scratch:
   The budget calibration (target average cost -> cost weight) is recomputed from the same
   leave-one-out predictions over the memory prompts, so a budget keeps meaning the same average
   cost once predictions start to vary per prompt; the router's default budget is kept.
+* One update costs the same whatever the memory's size (``memory.py``): its new rows are compared
+  with the memory once (merged into a near-duplicate row, or into the nearest row once the memory
+  holds ``memory.MAX_ROWS``, else appended, a relative memory's new rows getting their difficulty
+  from their nearest rows); the leave-one-out selection above reads the neighbour lists of at most
+  ``memory.PROBES`` probe rows (every row of a smaller memory, exactly as described), and runs at the
+  first update and then once ``RESELECT_SHARE`` of the memory is new (recorded in the router's
+  ``training["online_selection"]``, so it survives a restart); in between, k, alpha, the variant and
+  the calibration are kept and the candidate means follow every update. Past ``memory.PROBES`` rows
+  a plain memory stays plain (a relative one needs every row's difficulty).
+* Every score is checked against what stores it before anything is learnt (``score_problem``): a
+  32-bit float in the file, normalised; and the learnt router must save and load again
+  (``router_file.check_router``), or the update is refused with one line and nothing changes. The
+  learnt router keeps the ``training["lineage"]`` of the file it was first learnt from
+  (``Router.lineage``).
 * Other predictors (ridge, MLP, ``knn_or_ridge`` with the ridge family) cannot take a row without
   refitting: their predictions stay as they are, the observations are counted, and the report
   says so in ``note``.
@@ -40,17 +54,23 @@ held budget (``hold.BudgetHolder``).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from collections.abc import Callable
 from functools import partial
 
 import numpy as np
 
 from .budget import Budget, calibrate
-from .errors import RouterError
+from .errors import RouterError, RouterFileError
 from .explore import decide
 from .hold import BudgetHolder
-from .predictors import ALPHAS, KNNPredictor, column_means, significant_best
+from .memory import MAX_ROWS, PROBES, Memory, add_rows, new_difficulty, offsets, top_up, update_probes, weighted_means
+from .predictors import ALPHAS, PROBE_TENSORS, KNNPredictor, significant_best
 from .router import Router
+from .router_file import check_router
+from .validate import is_finite
 
 Progress = Callable[[int, int], None] | None
 BATCH = 32
@@ -59,6 +79,11 @@ MIN_LOO_CELLS = 8  # fewer observed cells than this: alpha stays 0
 SCALE_LIMIT_SD = 10.0  # a score further than this many training standard deviations is on another scale
 PARTIAL_WEIGHTS = (1.0, 0.5, 0.25, 0.1)  # weight of a bandit row against a fully scored one
 MIN_COMPLETE_ROWS = 8  # fewer fully scored rows than this: the plain memory
+RESELECT_SHARE = 0.05  # k, alpha and the variant are chosen again once this share of the memory rows is new
+MIN_PROBES = 256  # a memory being given its probes (memory.top_up) is not re-selected on fewer
+DEFAULT_DIFFICULTY_K = 8  # neighbours that estimate a new row's difficulty, before any selection chose them
+F32_MAX = float(np.finfo(np.float32).max)
+Z_LIMIT = F32_MAX / 8  # normalised scores (and the means and differences built from them) stay finite as float32
 
 
 def is_knn_family(predictor) -> bool:
@@ -70,78 +95,58 @@ def _k_key(predictor) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# leave-one-out kNN over the memory
-def _neighbours(X: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every memory row's kmax most similar OTHER rows by decreasing similarity, and the weights
-    ``knn_mean`` gives them: ([N, kmax] indices, [N, kmax] weights). Computed once per update and
-    shared by the difficulty estimate and every memory variant (the similarities are the update's
-    main cost), a chunk of rows at a time (bounds the [chunk, N] similarity matrix)."""
-    N = len(X)
-    idx_all, w_all = np.zeros((N, kmax), dtype=np.int64), np.zeros((N, kmax))
-    for s in range(0, N, LOO_CHUNK):
-        rows = np.arange(s, min(N, s + LOO_CHUNK))
-        S = X[rows] @ X.T
-        S[np.arange(len(rows)), rows] = -np.inf
-        idx = np.argpartition(-S, kmax - 1, axis=1)[:, :kmax]
-        sims = np.take_along_axis(S, idx, axis=1)
-        order = np.argsort(-sims, axis=1, kind="stable")
-        idx_all[rows] = np.take_along_axis(idx, order, axis=1)
-        w_all[rows] = np.clip(np.take_along_axis(sims, order, axis=1), 1e-3, None)
-    return idx_all, w_all
+# leave-one-out kNN over the memory, on the probe rows (memory.py): every row while the memory holds at
+# most memory.PROBES rows, else a uniform sample of them
+def _probe_lists(mem: Memory, kmax: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(probe rows q in increasing order, their kmax most similar other rows by decreasing similarity and the
+    weights ``knn_mean`` gives them: [Q, kmax] indices, [Q, kmax] weights)."""
+    order = np.argsort(mem.probe, kind="stable")
+    return mem.probe[order], (mem.nbr[order, :kmax], np.clip(mem.nbs[order, :kmax].astype(np.float64), 1e-3, None))
 
 
 def _chunks(nb: tuple[np.ndarray, np.ndarray]):
-    """(row indices, their neighbours [n, kmax], weights [n, kmax, 1]) a chunk of rows at a time (bounds the
-    [chunk, kmax, C] arrays the leave-one-out sums build)."""
+    """(positions among the probe rows, their neighbours [n, kmax], weights [n, kmax, 1]) a chunk of rows at a time
+    (bounds the [chunk, kmax, C] arrays the leave-one-out sums build)."""
     idx, w = nb
     for s in range(0, len(idx), LOO_CHUNK):
         rows = np.arange(s, min(len(idx), s + LOO_CHUNK))
         yield rows, idx[rows], w[rows][:, :, None]
 
 
-def _row_difficulty(nb, Y: np.ndarray, mu: np.ndarray, grid: list[int]) -> tuple[np.ndarray, dict]:
-    """Each memory row's difficulty: how far its scores sit above the candidate means, shared by
-    every candidate. A row scoring every candidate has its own (its mean offset). A row learnt from
-    bandit feedback scores one candidate, whose score mixes the prompt's difficulty with that
-    candidate's relative quality; its difficulty is taken from its nearest other rows instead (their
-    offsets weighted by similarity and by how many candidates each scored), with the number of
-    neighbours chosen by leave-one-out error of that estimate. Returns (difficulty [N], report)."""
-    obs = ~np.isnan(Y)
-    n = obs.sum(axis=1).astype(np.float64)
-    e = np.where(n > 0, np.nansum(Y - mu[None, :], axis=1) / np.maximum(n, 1), 0.0)
+def _row_difficulty(nb, q: np.ndarray, Y: np.ndarray, mu: np.ndarray, grid: list[int]) -> tuple[np.ndarray, dict]:
+    """Each probe row's difficulty: how far its scores sit above the candidate means, shared by every
+    candidate. A row scoring every candidate has its own (its mean offset). A row learnt from bandit
+    feedback scores one candidate, whose score mixes the prompt's difficulty with that candidate's
+    relative quality; its difficulty is taken from its nearest other rows instead (their offsets
+    weighted by similarity and by how many candidates each scored), with the number of neighbours
+    chosen by leave-one-out error of that estimate. Returns (difficulty [Q], report)."""
+    e, n = offsets(Y, mu)
     complete = n == Y.shape[1]
-    if complete.all():
-        return e, {"difficulty_k": None}
-    num = {k: np.zeros(len(Y)) for k in grid}
-    den = {k: np.zeros(len(Y)) for k in grid}
+    if complete[q].all():
+        return e[q], {"difficulty_k": None}
+    num = {k: np.zeros(len(q)) for k in grid}
+    den = {k: np.zeros(len(q)) for k in grid}
     for rows, idx, w in _chunks(nb):
         wn = w[:, :, 0] * n[idx]
         cn, cd = np.cumsum(wn * e[idx], axis=1), np.cumsum(wn, axis=1)
         for k in grid:
             num[k][rows], den[k][rows] = cn[:, k - 1], cd[:, k - 1]
-    err = {k: float(np.sum(n * (np.where(den[k] > 0, num[k] / np.maximum(den[k], 1e-12), 0.0) - e) ** 2))
+    eq, nq = e[q], n[q]
+    err = {k: float(np.sum(nq * (np.where(den[k] > 0, num[k] / np.maximum(den[k], 1e-12), 0.0) - eq) ** 2))
            for k in grid}
     kd = min(grid, key=lambda k: (err[k], k))
     dbar = np.where(den[kd] > 0, num[kd] / np.maximum(den[kd], 1e-12), 0.0)
-    return np.where(complete, e, dbar), {"difficulty_k": int(kd)}
+    return np.where(complete[q], eq, dbar), {"difficulty_k": int(kd)}
 
 
-def _fit_variant(nb, Y: np.ndarray, D: np.ndarray, pws, grid: list[int], k_old: int
-                 ) -> tuple[int, float, float, dict, np.ndarray]:
-    """Choose (k, alpha, partial_weight) for one memory variant by leave-one-out error over the observed
-    cells: every cell's score less its row's difficulty ``D`` (all zero: the plain memory), predicted
-    from the k most similar other rows (``knn_mean``), bandit rows weighted by ``partial_weight``.
-    alpha > 0 is kept only if its gain over the candidate means beats zero by more than two standard
-    errors. Returns (k, alpha, partial_weight, report, leave-one-out predictions [N, C] of every cell)."""
-    N, C = Y.shape
-    obs = ~np.isnan(Y)
-    n_obs = int(obs.sum())
-    complete = obs.all(axis=1)
-    R = Y.astype(np.float64) - D[:, None]
-    Rf = np.nan_to_num(R, nan=0.0)
-    M = obs.astype(np.float64)
-    rel = {(k, pw): (np.zeros((N, C)), np.zeros((N, C))) for k in grid for pw in pws}
-    dsum = {k: np.zeros(N) for k in grid}
+def _loo_sums(nb, R: np.ndarray, obs: np.ndarray, complete: np.ndarray, D: np.ndarray, pws, grid: list[int]):
+    """For every probe row and (k, partial_weight): the weighted sums (numerator, denominator [Q, C]) of its k
+    nearest other rows' scores relative to their difficulty, bandit rows weighted by partial_weight; and per k
+    the neighbours' mean difficulty [Q]."""
+    Q, C = len(nb[0]), R.shape[1]
+    Rf, M = np.nan_to_num(R, nan=0.0), obs.astype(np.float64)
+    rel = {(k, pw): (np.zeros((Q, C)), np.zeros((Q, C))) for k in grid for pw in pws}
+    dsum = {k: np.zeros(Q) for k in grid}
     for rows, idx, w in _chunks(nb):
         cw = np.cumsum(w[:, :, 0], axis=1)
         cdw = np.cumsum(w[:, :, 0] * D[idx], axis=1)
@@ -152,12 +157,29 @@ def _fit_variant(nb, Y: np.ndarray, D: np.ndarray, pws, grid: list[int], k_old: 
             num, den = np.cumsum(Rf[idx] * wr, axis=1), np.cumsum(M[idx] * wr, axis=1)
             for k in grid:
                 rel[(k, pw)][0][rows], rel[(k, pw)][1][rows] = num[:, k - 1], den[:, k - 1]
-    r, c = np.nonzero(obs)
-    t = R[r, c]
-    # each cell's candidate mean without that cell: the prediction with no neighbour and the shrinkage target
-    total, count = np.nansum(R, axis=0), obs.sum(axis=0)
-    left = count[c] - 1
-    mu_loo = np.where(left > 0, (total[c] - t) / np.maximum(left, 1), 0.0)
+    return rel, dsum
+
+
+def _fit_variant(nb, q: np.ndarray, Y: np.ndarray, D: np.ndarray, cnt: np.ndarray, pws, grid: list[int], k_old: int
+                 ) -> tuple[int, float, float, dict, np.ndarray]:
+    """Choose (k, alpha, partial_weight) for one memory variant by leave-one-out error over the probe rows'
+    observed cells: every cell's score less its row's difficulty ``D`` (all zero: the plain memory), predicted
+    from the k most similar other rows (``knn_mean``), bandit rows weighted by ``partial_weight``. alpha > 0 is
+    kept only if its gain over the candidate means beats zero by more than two standard errors. Returns (k,
+    alpha, partial_weight, report, leave-one-out predictions [Q, C] of every probe row's cells)."""
+    obs = ~np.isnan(Y)
+    complete = obs.all(axis=1)
+    R = Y.astype(np.float64) - D[:, None]
+    rel, dsum = _loo_sums(nb, R, obs, complete, D, pws, grid)
+    r, c = np.nonzero(obs[q])
+    t = R[q[r], c]
+    n_obs = len(t)
+    # each cell's candidate mean without that cell (count-weighted: a merged cell counts as the cells it holds):
+    # the prediction with no neighbour and the shrinkage target
+    cw = np.where(obs, cnt, 0.0)
+    total, count, own = (np.where(obs, R, 0.0) * cw).sum(axis=0), cw.sum(axis=0), cw[q[r], c]
+    left = count[c] - own
+    mu_loo = np.where(left > 0, (total[c] - own * t) / np.where(left > 0, left, 1.0), 0.0)
     base = -(mu_loo - t) ** 2
     raw = {}
     for key, (num, den) in rel.items():
@@ -180,7 +202,7 @@ def _fit_variant(nb, Y: np.ndarray, D: np.ndarray, pws, grid: list[int], k_old: 
            "loo_mse": float(err.mean()) if n_obs else None,
            "loo_gain": float(gain.mean()) if n_obs else None, "loo_gain_se": se}
     num, den = rel[(k, pw)]
-    mu_rel = column_means(R)
+    mu_rel = weighted_means(R, cnt)
     relp = np.where(den > 0, num / np.maximum(den, 1e-12), mu_rel[None, :])
     return k, alpha, pw, rep, mu_rel[None, :] + alpha * (relp - mu_rel[None, :]) + dsum[k][:, None]
 
@@ -192,9 +214,8 @@ def _relative_error(pred: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return ((P - T) ** 2).sum(axis=1)
 
 
-def _select_k_alpha(X: np.ndarray, Y: np.ndarray, mu: np.ndarray, k_old: int
-                    ) -> tuple[int, float, float, np.ndarray | None, dict, np.ndarray]:
-    """Choose the memory's variant and its (k, alpha, partial_weight).
+def _select_k_alpha(mem: Memory, k_old: int) -> tuple[int, float, float, np.ndarray | None, dict, np.ndarray]:
+    """Choose the memory's variant and its (k, alpha, partial_weight), on the probe rows (``memory.py``).
 
     * plain: each candidate's prediction is the similarity-weighted mean of its neighbours' scores,
       whichever prompts each candidate was scored on (the memory as training builds it);
@@ -202,36 +223,45 @@ def _select_k_alpha(X: np.ndarray, Y: np.ndarray, mu: np.ndarray, k_old: int
       weighted by ``partial_weight``, with the neighbours' mean difficulty added back.
 
     Within each, (k, alpha, partial_weight) are chosen by leave-one-out error (``_fit_variant``).
-    Between them, by what decides a route: on the fully scored rows, the leave-one-out error of the
-    predicted differences between candidates; relative is kept only when it beats plain there by
-    more than one standard error (a plain memory is what training makes).
+    Between them, by what decides a route: on the fully scored probe rows, the leave-one-out error of
+    the predicted differences between candidates; relative is kept only when it beats plain there by
+    more than one standard error (a plain memory is what training makes). A memory whose rows are not
+    all probes (more than ``memory.PROBES``) and has no difficulties yet stays plain.
 
     Returns (k, alpha, partial_weight, row difficulty [N] or None for plain, a report, leave-one-out
-    predictions [N, C] of every cell with that setting)."""
-    N, C = Y.shape
+    predictions [Q, C] of the probe rows' cells with that setting)."""
+    Y, cnt = mem.Y, mem.cnt
+    N = len(Y)
     grid = [k for k in KNNPredictor.K_GRID if k < N] or [1]
+    q, nb = _probe_lists(mem, max(grid))
     obs = ~np.isnan(Y)
-    rep: dict = {"loo_observations": int(obs.sum())}
+    rep: dict = {"loo_observations": int(obs[q].sum()), "loo_rows": int(len(q)), "memory_rows": int(N)}
     if N < 2:
-        return k_old, 0.0, 1.0, None, {**rep, "loo_note": "fewer than 2 memory rows"}, np.tile(mu, (N, 1))
+        return k_old, 0.0, 1.0, None, {**rep, "loo_note": "fewer than 2 memory rows"}, \
+            np.tile(weighted_means(Y, cnt), (len(q), 1))
     complete = obs.all(axis=1)
-    nb = _neighbours(X, max(grid))
-    plain = _fit_variant(nb, Y, np.zeros(N), (1.0,), grid, k_old)
+    plain = _fit_variant(nb, q, Y, np.zeros(N), cnt, (1.0,), grid, k_old)
     rep.update(memory="plain", **plain[3])
-    if complete.all() or complete.sum() < MIN_COMPLETE_ROWS:
-        return *plain[:3], None, {**rep, "memory_note": f"{int(complete.sum())} fully scored rows"}, plain[4]
+    cq = complete[q]
+    if len(q) < N and mem.D is None:
+        return *plain[:3], None, {**rep, "memory_note": f"past {PROBES:,} rows a plain memory stays plain"}, plain[4]
+    if complete.all() or cq.sum() < MIN_COMPLETE_ROWS:
+        return *plain[:3], None, {**rep, "memory_note": f"{int(cq.sum())} fully scored rows"}, plain[4]
     # difficulty is measured against the fully scored rows' candidate means: the means over every
     # observed cell lean towards the prompts each candidate happened to be chosen for
-    D, drep = _row_difficulty(nb, Y, column_means(Y[complete].astype(np.float64)), grid)
-    relative = _fit_variant(nb, Y, D, PARTIAL_WEIGHTS, grid, k_old)
-    e_plain = _relative_error(plain[4][complete], Y[complete])
-    e_rel = _relative_error(relative[4][complete], Y[complete])
+    mu_c = weighted_means(Y[complete], cnt[complete])
+    D = np.zeros(N) if mem.D is None else np.asarray(mem.D, dtype=np.float64).copy()
+    D[q], drep = _row_difficulty(nb, q, Y, mu_c, grid)
+    D[complete] = offsets(Y[complete], mu_c)[0]
+    relative = _fit_variant(nb, q, Y, D, cnt, PARTIAL_WEIGHTS, grid, k_old)
+    e_plain = _relative_error(plain[4][cq], Y[q][cq])
+    e_rel = _relative_error(relative[4][cq], Y[q][cq])
     best, _ = significant_best(-e_plain, [("relative", -e_rel)], margin=1.0)
     rep.update(difference_error_plain=float(e_plain.mean()), difference_error_relative=float(e_rel.mean()),
-               difference_rows=int(complete.sum()))
+               difference_rows=int(cq.sum()), **drep)
     if best is None:
         return *plain[:3], None, rep, plain[4]
-    rep.update(memory="relative", **drep, **relative[3])
+    rep.update(memory="relative", **relative[3])
     return *relative[:3], D, rep, relative[4]
 
 
@@ -264,13 +294,26 @@ def _scale_warning(router: Router, raw: np.ndarray) -> str:
             "into a router of human ratings) it teaches the router wrong things: score with the router's own metric")
 
 
-def update_router(router: Router, prompts: list[str], candidates: list[str], scores: list[float],
-                  embeddings: np.ndarray | None = None) -> tuple[Router, dict]:
-    """A new router that has learnt from scored routed generations, and a report.
+def score_problem(router: Router, value: float) -> str:
+    """Why ``value`` cannot be learnt into ``router`` ('' when it can). Router files store scores as 32-bit floats,
+    normalised (``router.norm``): a score must be finite there, and normalised it must stay within
+    ``Z_LIMIT`` (a few times under the largest 32-bit float, so the means and difficulties built from it
+    stay finite too)."""
+    if not math.isfinite(value):
+        return f"score {value!r} is not a finite number"
+    if abs(value) > F32_MAX:
+        return (f"score {value:.6g} is outside the 32-bit floats a router file stores scores in "
+                f"(at most {F32_MAX:.4g} in size)")
+    mean, sd = float(router.norm["mean"]), float(router.norm["std"])
+    with np.errstate(over="ignore"):
+        z = abs((value - mean) / sd)
+    if not z <= Z_LIMIT:
+        return (f"score {value:.6g} is {z:.3g} standard deviations (sd {sd:.3g}) from this router's mean {mean:.4g}: "
+                f"normalised it is outside the 32-bit floats a router file stores (at most {Z_LIMIT:.3g} here)")
+    return ""
 
-    ``prompts``, ``candidates`` and ``scores`` are parallel lists: one observation each, the score
-    in the router's raw metric units (normalised here with ``router.norm``). ``embeddings`` (one row
-    per observation) saves embedding the prompts again. The input router is not changed."""
+
+def _check_observations(router: Router, prompts, candidates, scores) -> tuple[list[str], list[str], np.ndarray]:
     prompts, candidates = [str(p) for p in prompts], [str(c) for c in candidates]
     if not (len(prompts) == len(candidates) == len(scores)):
         raise RouterError(f"prompts, candidates and scores must have the same length; got {len(prompts)}, "
@@ -280,25 +323,157 @@ def update_router(router: Router, prompts: list[str], candidates: list[str], sco
         raise RouterError(f"candidate(s) {unknown} are not in the router; it has {router.names}")
     try:
         raw = np.asarray(scores, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RouterError("scores must be numbers") from None
     if not np.isfinite(raw).all():
         raise RouterError("scores must be finite numbers (an unscored generation is simply left out)")
+    for i, value in enumerate(raw):
+        problem = score_problem(router, float(value))
+        if problem:
+            raise RouterError(f"{problem}; nothing was learnt" + (f" (observation {i + 1} of {len(raw)})"
+                                                                 if len(raw) > 1 else ""))
+    return prompts, candidates, raw
+
+
+def _new_rows(router: Router, prompts: list[str], col: np.ndarray, z: np.ndarray, obs_idx: np.ndarray,
+              embeddings) -> tuple[np.ndarray, np.ndarray]:
+    """One memory row per distinct prompt (in order of first appearance): its embedding and the mean of its
+    normalised scores per candidate (NaN where not scored)."""
+    C = len(router.predictor.mu)
+    first: dict[str, int] = {}
+    for i in obs_idx:
+        first.setdefault(prompts[i], len(first))
+    E = _embed(router, prompts, embeddings)
+    total, count = np.zeros((len(first), C)), np.zeros((len(first), C))
+    new_x = np.zeros((len(first), E.shape[1]), dtype=np.float32)
+    for i in obs_idx:
+        r = first[prompts[i]]
+        if count[r].sum() == 0:
+            new_x[r] = E[i]
+        total[r, col[i]] += z[i]
+        count[r, col[i]] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return new_x, np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+
+
+def _count(value) -> int | None:
+    return int(value) if is_finite(value) and 0 <= value < 2 ** 62 else None
+
+
+def _selection_due(training: dict, observations: int) -> bool:
+    """Whether k, shrinkage and the memory variant are chosen again: at the first update, then once the
+    observations since the last choice reach ``RESELECT_SHARE`` of the memory rows it was made on."""
+    last = training.get("online_selection")
+    if not isinstance(last, dict) or _count(last.get("observations")) is None or _count(last.get("rows")) is None:
+        return True
+    since = observations - _count(last["observations"])
+    return since < 0 or since >= max(1.0, RESELECT_SHARE * _count(last["rows"]))
+
+
+def _grow(router: Router, new_x: np.ndarray, new_y: np.ndarray, observations: int) -> tuple[Memory, dict]:
+    """The memory with the new rows merged or appended, its probes kept up (``memory.py``), and the new rows'
+    difficulty in a relative memory."""
+    pred = router.predictor
+    mem0 = Memory.of(pred)
+    rng = np.random.default_rng([len(mem0.X), observations])
+    mem, S_app, merged = add_rows(mem0, new_x, new_y)
+    mem = top_up(update_probes(mem, len(mem0.X), S_app, rng), rng)
+    if mem.D is not None:
+        complete = ~np.isnan(mem.Y).any(axis=1)
+        mu_c = weighted_means(mem.Y[complete], mem.cnt[complete])
+        kd = _count((router.training or {}).get("online_difficulty_k")) or DEFAULT_DIFFICULTY_K
+        mem.D = new_difficulty(mem, len(mem0.X), S_app, mu_c, kd)
+    return mem, {"rows_added": len(mem.X) - len(mem0.X), "rows_merged": merged, "probes": int(len(mem.probe))}
+
+
+def _learn(router: Router, new_x: np.ndarray, new_y: np.ndarray, observations: int
+           ) -> tuple[object, dict, dict, dict]:
+    """Add the new rows to a kNN-family router's memory; choose k, alpha and the variant again when due
+    (``_selection_due``), recalibrating budgets on the probe rows' leave-one-out predictions.
+    Returns (predictor, calibration, report, training entries)."""
+    pred = router.predictor
+    mem, rep = _grow(router, new_x, new_y, observations)
+    key = _k_key(pred)
+    k = k_old = int(float(pred.params[key]))
+    alpha, pw = float(pred.alpha), float(pred.params.get("partial_weight", 1.0))
+    rep.update(memory_rows=int(len(mem.X)), k_before=k_old, alpha_before=alpha, memory_cap=MAX_ROWS)
+    training = {}
+    enough = len(mem.probe) >= min(len(mem.X), MIN_PROBES)
+    selected = enough and _selection_due(router.training or {}, observations)
+    if selected:
+        k, alpha, pw, mem.D, loo_rep, loo_pred = _select_k_alpha(mem, k_old)
+        rep.update(loo_rep)
+        training.update(online_selection={"observations": observations, "rows": int(len(mem.X))},
+                        online_difficulty_k=loo_rep.get("difficulty_k"))
+    rep.update(selected=bool(selected), k=k, alpha=alpha, partial_weight=pw,
+               memory="plain" if mem.D is None else "relative")
+    tensors, params = pred.state()
+    for name in ("knn_d", *PROBE_TENSORS):
+        tensors.pop(name, None)
+    if mem.D is not None:  # the candidate means of the relative scores, at the memory's mean difficulty
+        mu = weighted_means(mem.Y.astype(np.float64) - mem.D[:, None], mem.cnt) + float(mem.D.mean())
+    else:
+        mu = weighted_means(mem.Y, mem.cnt)
+    tensors.update(mem.tensors(), mu=mu.astype(np.float32))
+    params = {**params, key: (k if key == "k" else float(k)), "alpha": alpha}
+    params.pop("partial_weight", None)
+    if mem.D is not None:
+        tensors["knn_d"] = mem.D.astype(np.float32)
+        params["partial_weight"] = pw
+    new_pred = type(pred).from_state(tensors, params)  # mu as stored (float32), so a saved copy predicts the same
+    cal = router.calibration
+    if selected:
+        cal = _calibrate(router, new_pred, mem, loo_pred)
+    return new_pred, cal, rep, training
+
+
+def _calibrate(router: Router, pred, mem: Memory, loo_pred: np.ndarray) -> dict:
+    """Budget calibration on leave-one-out predictions over the probe rows (added columns from anchors)."""
+    q = np.sort(mem.probe)
+    probe = router.copy(predictor=pred)
+    z_cal = loo_pred
+    if router.added:
+        z_cal = probe._with_added(loo_pred, mem.X[q] @ router.reference.x[router.reference.anchors].T)
+    Y_cal = np.concatenate([mem.Y[q].astype(np.float64), np.full((len(q), len(router.added)), np.nan)], axis=1)
+    return calibrate(z_cal, Y_cal, router.cost, probe.mean_quality_z, router.norm)
+
+
+def _lineage(router: Router) -> str:
+    """The learnt router's lineage: kept from its training, else the fingerprint of the file it was loaded from,
+    else a hash of what it was trained on (a router that was never saved)."""
+    if router.lineage:
+        return router.lineage
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(json.dumps([router.candidates, router.norm, router.training, router.embedder_identity],
+                             sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(router.predictor.mu, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def update_router(router: Router, prompts: list[str], candidates: list[str], scores: list[float],
+                  embeddings: np.ndarray | None = None) -> tuple[Router, dict]:
+    """A new router that has learnt from scored routed generations, and a report.
+
+    ``prompts``, ``candidates`` and ``scores`` are parallel lists: one observation each, the score
+    in the router's raw metric units (normalised here with ``router.norm``). ``embeddings`` (one row
+    per observation) saves embedding the prompts again. The input router is not changed. A score that
+    a router file cannot hold (``score_problem``), or an update whose result would not save and load
+    again, is refused with one line and nothing is learnt."""
+    prompts, candidates, raw = _check_observations(router, prompts, candidates, scores)
     scale_note = _scale_warning(router, raw)
     pred = router.predictor
-    C = len(pred.mu)
-    n = len(prompts)
+    C, n = len(pred.mu), len(prompts)
     col = np.array([router.names.index(c) for c in candidates], dtype=int)
     learnable = col < C
     prev = router.training or {}
+    observations = int(_count(prev.get("online_observations")) or 0) + n
     report: dict = {"observations": n, "predictor": pred.kind, "note": ""}
     notes = [scale_note] if scale_note else []
     if (~learnable).any():
         notes.append(f"{int((~learnable).sum())} observation(s) of candidates added from anchor scores "
                      f"({sorted({candidates[i] for i in np.nonzero(~learnable)[0]})}) were counted, not learnt: "
                      "added candidates are left as they are")
-
-    new_pred, new_cal, rows_added = pred, router.calibration, 0
+    new_pred, new_cal, learnt_rows, extra = pred, router.calibration, 0, {}
     if not is_knn_family(pred):
         notes.append(f"predictor '{pred.kind}'" + (f" ({pred.params.get('family')} family)"
                                                      if pred.kind == "knn_or_ridge" else "")
@@ -310,65 +485,30 @@ def update_router(router: Router, prompts: list[str], candidates: list[str], sco
     else:
         z = (raw - float(router.norm["mean"])) / float(router.norm["std"])
         obs_idx = np.nonzero(learnable)[0]
-        first: dict[str, int] = {}
-        for i in obs_idx:
-            first.setdefault(prompts[i], len(first))
-        E = _embed(router, prompts, embeddings)
-        total = np.zeros((len(first), C))
-        count = np.zeros((len(first), C))
-        new_x = np.zeros((len(first), E.shape[1]), dtype=np.float32)
-        for i in obs_idx:
-            r = first[prompts[i]]
-            if count[r].sum() == 0:
-                new_x[r] = E[i]
-            total[r, col[i]] += z[i]
-            count[r, col[i]] += 1
-        with np.errstate(invalid="ignore", divide="ignore"):
-            new_y = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
-        X = np.concatenate([np.asarray(pred.X, dtype=np.float32), new_x], axis=0)
-        Y = np.concatenate([np.asarray(pred.Y, dtype=np.float32), new_y], axis=0)
-        mu = column_means(Y.astype(np.float64))
-        key = _k_key(pred)
-        k_old = int(float(pred.params[key]))
-        k, alpha, pw, D, loo_rep, loo_pred = _select_k_alpha(X, Y, mu, k_old)
-        tensors, params = pred.state()
-        if D is not None:  # the candidate means of the relative scores, at the memory's mean difficulty
-            mu = column_means(Y.astype(np.float64) - D[:, None]) + float(D.mean())
-        tensors.update(knn_x=X, knn_y=Y, mu=mu.astype(np.float32))
-        tensors.pop("knn_d", None)
-        params = {**params, key: (k if key == "k" else float(k)), "alpha": alpha}
-        params.pop("partial_weight", None)
-        if D is not None:
-            tensors["knn_d"] = D.astype(np.float32)
-            params["partial_weight"] = pw
-        new_pred = type(pred).from_state(tensors, params)  # mu as stored (float32), so a saved copy predicts the same
-        mu = new_pred.mu
-        rows_added = len(first)
-        # recalibrate budgets on leave-one-out predictions over the memory prompts (added columns from anchors)
-        probe = router.copy(predictor=new_pred)
-        z_cal = loo_pred
-        if router.added:
-            S = X @ router.reference.x[router.reference.anchors].T
-            z_cal = probe._with_added(loo_pred, S)
-        Y_cal = np.concatenate([Y.astype(np.float64), np.full((len(Y), len(router.added)), np.nan)], axis=1)
-        new_cal = calibrate(z_cal, Y_cal, router.cost, probe.mean_quality_z, router.norm)
-        report.update(learnt=int(len(obs_idx)), rows_added=rows_added, memory_rows=int(len(X)), k=k, alpha=alpha,
-                      partial_weight=pw, k_before=k_old, alpha_before=float(pred.alpha), **loo_rep)
+        new_x, new_y = _new_rows(router, prompts, col, z, obs_idx, embeddings)
+        new_pred, new_cal, rep, extra = _learn(router, new_x, new_y, observations)
+        learnt_rows = len(new_x)
+        report.update(learnt=int(len(obs_idx)), **rep)
     report["note"] = "; ".join(notes)
-    training = {**prev,
-                "online_observations": int(prev.get("online_observations", 0)) + n,
-                "online_prompts": int(prev.get("online_prompts", 0)) + (
-                    rows_added if is_knn_family(pred) else len(set(prompts))),
-                "online_updates": int(prev.get("online_updates", 0)) + 1}
-    if is_knn_family(pred) and rows_added:
+    training = {**prev, **extra, "lineage": _lineage(router), "online_observations": observations,
+                "online_prompts": int(_count(prev.get("online_prompts")) or 0) + (
+                    learnt_rows if is_knn_family(pred) else len(set(prompts))),
+                "online_updates": int(_count(prev.get("online_updates")) or 0) + 1}
+    if report.get("selected"):
         training.update(online_k=report["k"], online_alpha=report["alpha"], online_memory=report["memory"],
-                        online_calibration="leave-one-out predictions over the kNN memory prompts; "
+                        online_calibration="leave-one-out predictions over the kNN memory's probe prompts; "
                                            "mean qualities from the observed cells only")
         if report["memory"] == "relative":
             training["online_partial_weight"] = report["partial_weight"]
         else:
             training.pop("online_partial_weight", None)
-    return router.copy(predictor=new_pred, training=training, calibration=new_cal), report
+    new = router.copy(predictor=new_pred, training=training, calibration=new_cal)
+    try:
+        check_router(new)
+    except RouterFileError as exc:
+        raise RouterError(f"this update was refused, as the learnt router would not save and load again ({exc}); "
+                          "nothing was learnt") from None
+    return new, report
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,7 +521,12 @@ def replay(router: Router, ds, budget: Budget | None = None, explore: float = 0.
     ``budget``, or with a share ``explore`` of exploration, salted by ``seed``; with a ``holder``
     (``hold.BudgetHolder``) the budget's target average cost is held over the stream); only the chosen
     candidate's score (``ds.quality``, the mean over seeds) is revealed, and the router is updated
-    after each batch. A prompt whose chosen candidate has no score is skipped and counted.
+    after each batch. A prompt whose chosen candidate has no score is skipped and counted; so is one whose
+    revealed score a router file cannot hold (``score_problem``: e.g. 1e39, past the 32-bit floats a router
+    stores), counted apart as ``unlearnable`` with the first such score named in ``unlearnable_note``:
+    a stream leaves out what cannot be learnt, as it leaves out unscored generations, so one bad row of a
+    folder neither stops a long replay half-way nor breaks the learnt file, and the summary says so
+    (``update_router`` refuses such a score instead, as its caller has just one observation to give).
     ``embeddings`` (aligned with ``ds.prompts``) saves embedding them. Returns (final router, rows
     {prompt, candidate, explored, cost, score}, summary)."""
     if batch < 1:
@@ -394,7 +539,8 @@ def replay(router: Router, ds, budget: Budget | None = None, explore: float = 0.
             raise RouterError(f"embeddings have {embeddings.shape[0]} rows for {len(prompts)} prompts")
     current = router
     rows: list[dict] = []
-    skipped = updates = 0
+    skipped = updates = unlearnable = 0
+    unlearnable_note = ""
     fallback = []
     for s in range(0, len(prompts), batch):
         part = prompts[s:s + batch]
@@ -413,6 +559,11 @@ def replay(router: Router, ds, budget: Budget | None = None, explore: float = 0.
                 skipped += 1
                 continue
             name = current.names[c]
+            problem = score_problem(current, q)
+            if problem:
+                skipped, unlearnable = skipped + 1, unlearnable + 1
+                unlearnable_note = unlearnable_note or f"{problem} (prompt {p[:60]!r}, candidate '{name}')"
+                continue
             rows.append({"prompt": p, "candidate": name, "explored": bool(ex[i]), "cost": float(current.cost[c]),
                          "score": q})
             obs_p.append(p), obs_c.append(name), obs_s.append(q), obs_i.append(i)
@@ -428,7 +579,7 @@ def replay(router: Router, ds, budget: Budget | None = None, explore: float = 0.
         "mean_cost": float(np.mean([r["cost"] for r in rows])) if n else None,
         "total_cost": float(np.sum([r["cost"] for r in rows])),
         "explored_share": float(np.mean([r["explored"] for r in rows])) if n else 0.0,
-        "skipped": skipped,
+        "skipped": skipped, "unlearnable": unlearnable, "unlearnable_note": unlearnable_note,
         "updates": updates,
         "mean_ood_fallback": float(np.concatenate(fallback).mean()) if fallback else 0.0,
         "k": current.training.get("online_k"), "alpha": current.training.get("online_alpha"),

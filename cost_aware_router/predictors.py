@@ -130,6 +130,7 @@ class Predictor:
         self.alpha = float(params.get("alpha", 1.0))
         self.mu = None
         self.D = self.RW = None  # kNN memory only: row difficulties learnt from bandit feedback (online.py)
+        self.cnt = self.probes = None  # kNN memory learnt from feedback: cell counts and probe lists (memory.py)
 
     # -- interface -------------------------------------------------------------------
     def fit(self, X: np.ndarray, Y: np.ndarray, cost: np.ndarray, folds: int = 5, seed: int = 0,
@@ -147,7 +148,7 @@ class Predictor:
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         tensors, params = self._state()
-        tensors["mu"] = self.mu.astype(np.float32)
+        tensors["mu"] = np.array(self.mu)  # a copy, made float32 when saved (router_file, which checks it fits)
         params = {**params, "alpha": self.alpha}
         return tensors, params
 
@@ -187,7 +188,12 @@ class Predictor:
 
 # ---------------------------------------------------------------------------------------
 # the kNN memory: knn_x [N, d], knn_y [N, C] (NaN = unscored), and, once it has learnt from bandit
-# feedback (online.py), knn_d [N] (each row's difficulty) with the param partial_weight
+# feedback (online.py), knn_d [N] (each row's difficulty) with the param partial_weight; a memory
+# learnt by this version also keeps knn_n [N, C] (cells merged into each scored cell) and its probe
+# lists knn_probe [P], knn_nbr [P, W], knn_nbs [P, W] (memory.py)
+PROBE_TENSORS = ("knn_probe", "knn_nbr", "knn_nbs")
+
+
 def memory_predict(pred: Predictor, X: np.ndarray, k: int) -> np.ndarray:
     return knn_mean(X @ pred.X.T, pred.Y.astype(np.float64), k, pred.mu, pred.D, pred.RW)
 
@@ -197,6 +203,10 @@ def memory_state(pred: Predictor, params: dict) -> tuple[dict, dict]:
     if pred.D is not None:
         tensors["knn_d"] = pred.D
         params = {**params, "partial_weight": float(pred.params["partial_weight"])}
+    if pred.cnt is not None:
+        tensors["knn_n"] = pred.cnt
+    if pred.probes is not None:
+        tensors.update(zip(PROBE_TENSORS, pred.probes))
     return tensors, params
 
 
@@ -205,6 +215,12 @@ def memory_load(pred: Predictor, tensors: dict) -> None:
     pred.Y = np.asarray(tensors["knn_y"], dtype=np.float32)
     pred.D = np.asarray(tensors["knn_d"], dtype=np.float32) if tensors.get("knn_d") is not None else None
     pred.RW = None if pred.D is None else memory_row_weights(pred.Y, float(pred.params.get("partial_weight", 1.0)))
+    pred.cnt = np.asarray(tensors["knn_n"], dtype=np.float32) if tensors.get("knn_n") is not None else None
+    pred.probes = None
+    if all(tensors.get(t) is not None for t in PROBE_TENSORS):
+        probe, nbr, nbs = (tensors[t] for t in PROBE_TENSORS)
+        pred.probes = (np.asarray(probe).astype(np.int64), np.asarray(nbr).astype(np.int64),
+                       np.asarray(nbs, dtype=np.float32))
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Router files: safetensors tensors with the router's description as JSON metadata; never pickle.
 
 ``save_router`` writes atomically and refuses to replace an existing file unless asked;
-``load_router`` validates every field and tensor shape and names what is wrong.
+``load_router`` validates every field and tensor shape and names what is wrong. ``save_router`` first
+runs those same checks on what it would write (``check_router``: tensors as the float32 they are stored
+in, finite except the unscored cells of ``NAN_CELLS``, the metadata as its JSON reads back), so a file
+it writes always loads; what would not is refused, naming the value, before anything is written.
 
 A router file is data only: it cannot name code, a folder or a file to load (the embedder comes from the
 pack or from the caller, never from the file). Reading is bounded: only a regular file is opened, its
@@ -24,7 +27,8 @@ from .added import AddedCandidate
 from .cascade import CASCADE_VERSION, Cascade
 from .errors import RouterError, RouterFileError
 from .fileutil import atomic_write, open_regular
-from .predictors import get_predictor_class
+from .memory import PROBES, width
+from .predictors import PROBE_TENSORS, get_predictor_class
 from .reference import MAX_REFERENCE, Reference
 from .router import Router
 from .scored.record import MAX_CANDIDATES, MAX_FIELD_CHARS, MAX_NAME_CHARS, MAX_PROMPT_CHARS
@@ -37,6 +41,7 @@ REQUIRED_PARAMS = {"knn": ("k",), "ridge": ("penalty",), "mlp": ("hidden", "dim"
 MAX_HEADER_BYTES = 8 << 20  # the safetensors JSON header, metadata included (the default router's is 21 kB)
 MAX_CALIBRATION = 10_000  # points of the calibration curve (training writes budget.CALIBRATION_POINTS = 200)
 MAX_EMBED_DIM = 65_536
+NAN_CELLS = frozenset({"knn_y", "ref_y", "added_scores"})  # tensors that keep NaN for unscored cells
 META_KEYS = frozenset({"format", "format_version", "candidates", "embedder", "predictor", "metric", "norm",
                        "calibration", "default_budget", "training", "reference", "added", "cascade"})
 
@@ -62,10 +67,24 @@ def metadata(router: Router) -> dict:
     }
 
 
-def save_router(router: Router, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``router`` to ``path`` atomically; an existing file is replaced only with ``overwrite``."""
-    from safetensors.numpy import save_file
+def tensor_problem(name: str, stored: np.ndarray, given: np.ndarray | None = None) -> str:
+    """'' when tensor ``name`` as stored (float32) holds only finite numbers, NaN allowed only in ``NAN_CELLS``;
+    else what is wrong, naming one value (from ``given``, the values before they were made float32). The one rule
+    for ``save_router`` and ``load_router``."""
+    bad = ~np.isfinite(stored)
+    if name in NAN_CELLS:
+        bad &= ~np.isnan(stored)
+    if not bad.any():
+        return ""
+    i = int(np.flatnonzero(bad.reshape(-1))[0])
+    value = float(np.asarray(given if given is not None else stored).reshape(-1)[i])
+    return (f"tensor '{name}' has non-finite values ({int(bad.sum()):,} not finite as 32-bit floats, e.g. "
+            f"{value:.6g})")
 
+
+def _stored(router: Router) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The float32 tensors and the header metadata ``router`` is stored as; a tensor that float32 cannot hold
+    (``tensor_problem``) is refused."""
     tensors, _ = router.predictor.state()
     if router.reference is not None:
         tensors.update(router.reference.state()[0])
@@ -73,10 +92,40 @@ def save_router(router: Router, path: str | os.PathLike, overwrite: bool = False
         tensors["added_scores"] = np.stack([a.scores for a in router.added], axis=1)
     if router.cascade is not None:
         tensors.update(router.cascade.tensors())
-    tensors = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "router": json.dumps(metadata(router), ensure_ascii=False)}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), overwrite=overwrite)
+    stored = {}
+    for name, values in tensors.items():
+        with np.errstate(over="ignore", invalid="ignore"):
+            stored[name] = np.ascontiguousarray(np.asarray(values, dtype=np.float32))
+        problem = tensor_problem(name, stored[name], values)
+        _need(not problem, "router", problem)
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+              "router": json.dumps(metadata(router), ensure_ascii=False)}
+    return stored, header
+
+
+def check_router(router: Router) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """What ``save_router`` would write (float32 tensors, header metadata), after checking that it loads again
+    exactly as ``load_router`` checks a file; RouterFileError 'router: what is wrong' otherwise."""
+    tensors, header = _stored(router)
+    size = len(header["router"].encode()) + 200 * (len(tensors) + 3)
+    _need(size <= MAX_HEADER_BYTES, "router", f"its metadata would take about {size:,} bytes, over the "
+          f"{MAX_HEADER_BYTES >> 20} MiB limit for a router file's header")
+    _router(Path("router"), header, tensors)
+    return tensors, header
+
+
+def save_router(router: Router, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``router`` to ``path`` atomically; an existing file is replaced only with ``overwrite``. What would not
+    load again (a value float32 cannot hold, a field ``load_router`` refuses) is refused before anything is
+    written."""
+    from safetensors.numpy import save_file
+
+    try:
+        tensors, header = check_router(router)
+    except RouterFileError as exc:
+        raise RouterFileError(f"cannot save {path}: {str(exc).removeprefix('router: ')} (the file would not load "
+                              "again); nothing was written") from None
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header), overwrite=overwrite)
 
 
 def _need(cond: bool, path, what: str) -> None:
@@ -184,7 +233,7 @@ def _check_fields(path: Path, meta: dict) -> None:
     for key in ("spec", "name", "kind", "fingerprint"):
         _need(emb.get(key) is None or _short_text(emb[key], MAX_FIELD_CHARS), path,
               f"embedder identity '{key}' must be a text of at most {MAX_FIELD_CHARS} characters, got "
-              f"{type(emb[key]).__name__}")
+              f"{type(emb.get(key)).__name__}")
     _need(_short_text(meta["metric"], MAX_NAME_CHARS), path,
           f"'metric' must be a text of at most {MAX_NAME_CHARS} characters")
     _need(meta.get("training") is None or isinstance(meta["training"], dict), path, "'training' must be an object")
@@ -256,11 +305,38 @@ def _predictor(path: Path, meta: dict, tensors: dict, C: int):
             pw = params.get("partial_weight")
             _need(is_finite(pw) and 0 < pw <= 1, path,
                   f"predictor param 'partial_weight' must be a number in (0, 1] with tensor 'knn_d', got {pw!r}")
+        _memory_extras(path, tensors, N, C)
     if pcls.kind == "mlp":
         _need(int(params["dim"]) == d and int(params["outputs"]) == C, path,
               f"MLP params dim={params['dim']}, outputs={params['outputs']} do not match embedding dim {d} and "
               f"{C} candidates")
     return pcls.from_state(tensors, params)
+
+
+def _integral(t: np.ndarray, low: int, high: int) -> bool:
+    return bool(np.isfinite(t).all() and (t == np.round(t)).all() and (t >= low).all() and (t < high).all())
+
+
+def _memory_extras(path: Path, tensors: dict, N: int, C: int) -> None:
+    """The cell counts and probe lists of a kNN memory learnt from feedback (``memory.py``), when present."""
+    if "knn_n" in tensors:
+        n, scored = tensors["knn_n"], ~np.isnan(tensors["knn_y"])
+        _need(n.shape == (N, C) and np.isfinite(n).all() and (n >= 0).all() and (n[scored] >= 1).all(), path,
+              f"tensor 'knn_n' must hold ({N}, {C}) finite counts, at least 1 for every scored cell of 'knn_y'")
+    present = [t for t in PROBE_TENSORS if t in tensors]
+    if not present:
+        return
+    _need(len(present) == len(PROBE_TENSORS), path, f"tensors {list(PROBE_TENSORS)} go together; found {present}")
+    probe, nbr, nbs = (tensors[t] for t in PROBE_TENSORS)
+    W = width(N)
+    P = probe.shape[0] if probe.ndim == 1 else -1
+    _need(1 <= P <= min(N, PROBES) and W >= 1 and nbr.shape == (P, W) and nbs.shape == (P, W), path,
+          f"probe tensors must have shapes (P,), (P, {W}), (P, {W}) with 1 <= P <= {min(N, PROBES)}, got "
+          f"{tuple(probe.shape)}, {tuple(nbr.shape)}, {tuple(nbs.shape)}")
+    _need(_integral(probe, 0, N) and len(np.unique(probe)) == P and _integral(nbr, 0, N)
+          and not (nbr == probe[:, None]).any() and np.isfinite(nbs).all(), path,
+          f"'knn_probe' must hold distinct row numbers below {N}, 'knn_nbr' other rows' numbers, 'knn_nbs' "
+          "finite similarities")
 
 
 def _extras(path: Path, meta: dict, tensors: dict, C: int, added_meta: list):
@@ -349,10 +425,8 @@ def _cascade(path: Path, meta: dict, tensors: dict, names: list[str]):
     return Cascade.from_state(cm, tensors)
 
 
-def load_router(path: str | os.PathLike) -> Router:
-    """Load and validate a router file (safetensors with JSON metadata; never pickle)."""
-    path = Path(path)
-    header, tensors, fingerprint = _read(path)
+def _router(path: Path, header: dict, tensors: dict) -> Router:
+    """The router a file's header metadata and tensors describe, after validating every field and tensor."""
     meta = _metadata(path, header)
     _check_fields(path, meta)
     cands = meta["candidates"]
@@ -362,13 +436,19 @@ def load_router(path: str | os.PathLike) -> Router:
     C = len(cands) - len(added_meta)
     predictor = _predictor(path, meta, tensors, C)
     for name, t in tensors.items():
-        # these keep NaN for unscored cells
-        values = t[~np.isnan(t)] if name in ("knn_y", "ref_y", "added_scores") else t
-        _need(np.isfinite(values).all(), path, f"tensor '{name}' has non-finite values")
+        problem = tensor_problem(name, t)
+        _need(not problem, path, problem)
     reference, added = _extras(path, meta, tensors, C, added_meta)
     cascade = _cascade(path, meta, tensors, [c["name"] for c in cands])
-    router = Router(cands, predictor, meta["embedder"], str(meta["metric"]), meta["norm"], meta["calibration"],
-                    meta.get("training"), meta.get("default_budget"), reference, added, cascade)
+    return Router(cands, predictor, meta["embedder"], str(meta["metric"]), meta["norm"], meta["calibration"],
+                  meta.get("training"), meta.get("default_budget"), reference, added, cascade)
+
+
+def load_router(path: str | os.PathLike) -> Router:
+    """Load and validate a router file (safetensors with JSON metadata; never pickle)."""
+    path = Path(path)
+    header, tensors, fingerprint = _read(path)
+    router = _router(path, header, tensors)
     router.fingerprint = fingerprint
     return router
 
