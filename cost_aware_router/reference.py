@@ -189,8 +189,9 @@ class Reference:
         else:
             head = (f"this prompt is unlike the router's training prompts (out of distribution): its predictions "
                     f"were moved {weight:.0%} toward each candidate's average")
-        return (f"{head}; prompt distance to training prompts {distance:.3f} (theirs: median {self.median:.3f}; "
-                f"fallback from {self.start:.3f}, full at {self.full:.3f})")
+        return (f"{head}: prompt distance to training prompts {distance:.3f}, a typical training prompt's "
+                f"{self.median:.3f}; predictions move toward each candidate's average from {self.start:.3f} and are "
+                f"replaced by it at {self.full:.3f}")
 
     # -- file ----------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict]:

@@ -16,6 +16,7 @@ from .added import AddedCandidate, with_added
 from .budget import Budget, Plan, resolve
 from .cascade import Cascade, decide_observed
 from .errors import RouterError
+from .explain import explain
 from .explore import decide, weighted_count
 from .hold import BudgetHolder
 from .predictors import Predictor, choose
@@ -260,7 +261,8 @@ class Router:
                 d.budget = f"holding {d.budget}"
                 h = held[i] or (holder.mean_cost, holder.count)
                 d.extra["held"] = {"target": holder.target, "realised_mean_cost": round(h[0], 6), "count": h[1]}
-            d.explanation = self.explain(d, z[i], plan.allowed, float(lams[i]))
+            d.explanation = self.explain(d, z[i], plan.allowed, float(lams[i]), plan.target,
+                                         self.cascade.calibration if observed is not None and self.escalates else None)
             out.append(d)
         return out
 
@@ -280,68 +282,7 @@ class Router:
                 holder.add_cost(float(self.cost[v.next[0]]))
         d.extra["verify"] = v.words
 
-    def explain(self, d: Decision, z: np.ndarray, allowed, lam: float) -> str:
-        """The decision in plain words, a table of every candidate, the budget and what a step along the
-        calibration curve would buy or lose, and how familiar the prompt is."""
-        metric = self.metric
-        c = self.names.index(d.candidate)
-        ok = np.ones(len(self.names), bool) if allowed is None else np.asarray(allowed, bool)
-        best = int(np.argmax(np.where(ok, z, -np.inf)))
-        q, cost = d.predicted_quality, self.cost
-        if c == best:
-            why = f"the best predicted {metric} for this prompt ({q[d.candidate]:.3g}) at {cost[c]:.3g} s/image"
-        else:
-            share = cost[c] / cost[best] if cost[best] > 0 else float("inf")
-            how = (f"{share:.0%} of its cost" if share < 1 else f"{cost[c]:.3g} vs {cost[best]:.3g} s/image")
-            why = (f"predicted {metric} {q[d.candidate]:.3g} against {q[self.names[best]]:.3g} for the best, "
-                   f"'{self.names[best]}', at {how}")
-        if d.extra.get("explored"):
-            why = (f"explored: {why} (a share of prompts goes to the candidate with the fewest scored examples "
-                   "nearby, so the router can learn from its own generations)")
-        lines = [f"chose '{d.candidate}': {why}", f"budget: {d.budget}; {self._budget_words(lam)}"]
-        if d.extra.get("verify"):
-            lines.insert(0, d.extra["verify"])
-        width = max(9, *(len(n) for n in self.names)) + 2
-        col = f"predicted {metric}"
-        lines.append(f"{'candidate':<{width}}{col:>{len(col) + 2}}{'s/image':>10}{'score':>9}")
-        for j, n in enumerate(self.names):
-            with np.errstate(over="ignore"):  # a cost weight near 1e308
-                util = z[j] - lam * cost[j]
-            flag = "  <- chosen" if j == c else ("  (over the cap)" if not ok[j] else "")
-            lines.append(f"{n:<{width}}{q[n]:>{len(col) + 2}.3f}{cost[j]:>10.3g}{util:>9.2f}{flag}")
-        lines.append(f"score = predicted quality (in standard deviations of {metric}) - cost weight {lam:.3g} x "
-                     f"seconds; {self._cost_source()}")
-        if "ood_distance" in d.extra:
-            lines.append(self.reference.describe(d.extra["ood_distance"], d.extra["ood_fallback"]))
-        if "held" in d.extra:
-            h = d.extra["held"]
-            lines.append(f"holding a target of {h['target']:g} s/image: realised average "
-                         f"{h['realised_mean_cost']:.3g} s over {h['count']} prompt(s) so far")
-        return "\n".join(lines)
-
-    def _cost_source(self) -> str:
-        if self.measured:
-            return f"costs measured on this machine for {', '.join(self.measured)}, the router file's for the rest"
-        return "costs are the router file's (seconds per image on the hardware it was built for, not this machine)"
-
-    def _budget_words(self, lam: float) -> str:
-        """Where this cost weight sits on the calibration curve (average cost and quality over the
-        router's training prompts) and what the neighbouring operating points would change."""
-        cal = self.calibration
-        pts = sorted({(round(c, 6), q) for c, q in zip(cal["mean_cost"], cal.get("mean_quality", []))
-                      if q is not None})
-        if not pts:
-            return "no calibration curve in this router file"
-        i = int(np.argmin(np.abs(np.log1p(np.asarray(cal["cost_weight"])) - np.log1p(lam))))
-        here_c = round(cal["mean_cost"][i], 6)
-        here = next((p for p in pts if p[0] == here_c), pts[0])
-        text = (f"on the router's training prompts this averages {here[0]:.3g} s/image for {self.metric} "
-                f"{here[1]:.3g}")
-        k = pts.index(here)
-        dearer = next((p for p in pts[k + 1:] if p[0] > here[0] * 1.1 and p[1] > here[1]), None)
-        cheaper = next((p for p in reversed(pts[:k]) if p[0] < here[0] / 1.1), None)
-        if dearer:
-            text += f"; {dearer[0]:.3g} s/image would buy {dearer[1] - here[1]:+.3g}"
-        if cheaper:
-            text += f"; {cheaper[0]:.3g} s/image would give {cheaper[1] - here[1]:+.3g}"
-        return text
+    def explain(self, d: Decision, z: np.ndarray, allowed, lam: float, target: float | None = None,
+                calibration: dict | None = None) -> str:
+        """The decision in plain words (``explain.py``)."""
+        return explain(self, d, z, allowed, lam, target, calibration)

@@ -74,6 +74,7 @@ class Dataset:
     # which named metric each candidate's 'score' repeats in its rows' 'scores' ({metric: [candidates]});
     # two names that never meet mean two scales mixed under 'score' (train.check_trainable refuses)
     score_sources: dict = field(default_factory=dict)
+    cost_rows: list = field(default_factory=list)  # per row whose cost was timed: its host ('?' unknown), else ''
 
     @property
     def complete(self) -> np.ndarray:
@@ -88,7 +89,7 @@ class Dataset:
         return Dataset(
             [self.prompts[i] for i in idx], list(self.candidates), self.quality[idx],
             self.counts[idx], self.cost.copy(), dict(self.configs), self.metric, 0, self.source, list(self.warnings),
-            self.images.take(rows, prompt_map=where), dict(self.score_sources),
+            self.images.take(rows, prompt_map=where), dict(self.score_sources), list(self.cost_rows),
         )
 
     def restrict(self, candidates: list[str]) -> Dataset:
@@ -106,11 +107,13 @@ class Dataset:
             list(self.prompts), list(candidates), self.quality[:, cols], self.counts[:, cols],
             self.cost[cols], {c: self.configs.get(c, {}) for c in candidates}, self.metric, self.skipped,
             self.source, list(self.warnings), self.images.take(rows, cand_map=where),
-            {k: [c for c in v if c in candidates] for k, v in self.score_sources.items()},
+            {k: [c for c in v if c in candidates] for k, v in self.score_sources.items()}, list(self.cost_rows),
         )
 
     def summary(self) -> dict:
+        measured = [r for r in self.cost_rows if r]
         return {
+            "measured_cost_rows": len(measured), "cost_hosts": sorted({h for h in measured if h != "?"})[:5],
             "prompts": len(self.prompts),
             "complete_prompts": int(self.complete.sum()),
             "candidates": len(self.candidates),
@@ -281,6 +284,12 @@ def _costs(records: list[Record], names: dict[str, int], source: str) -> tuple[n
     return np.round(median, 9), warnings
 
 
+def _host(r: Record) -> str:
+    w = r.extra.get("worker")
+    host = w.get("host") if isinstance(w, dict) else None
+    return str(host)[:100] if isinstance(host, str) and host else "?"
+
+
 def _score_sources(records: list[Record], metric: str) -> dict[str, list[str]]:
     """For rows scored under ``score``: the metric name(s) each row repeats its score under in ``scores``
     (a ComfyUI Save node row: its scorer's name; an exported table: the table's metric), gathered per
@@ -334,10 +343,11 @@ def aggregate(records: list[Record], metric: str = DEFAULT_METRIC, source: str =
     with np.errstate(invalid="ignore", divide="ignore"):
         quality = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
     sources = _score_sources(records, metric) if metric == DEFAULT_METRIC else {}
+    timed = [_host(r) if "measured_seconds" in r.extra else "" for r in records]
     arr = np.array(img, dtype=np.float64).reshape(-1, 4)
     images = Images(arr[:, 0].astype(int), arr[:, 1].astype(int), arr[:, 2], arr[:, 3], verify_metric)
     return Dataset(list(prompts), list(candidates), quality, counts, cost, configs, metric, 0, source, warnings, images,
-                   sources)
+                   sources, timed)
 
 
 def load_dataset(folder: str | Path, metric: str = DEFAULT_METRIC, skip_bad: bool = False,
