@@ -125,6 +125,8 @@ def cmd_route(args) -> int:
     prompts = _read_prompts(args)
     if not args.state:
         return _route(args, router, budget, prompts)
+    if not args.hold_budget:
+        raise RouterError("--state keeps the state of --hold-budget; add --hold-budget")
     check_writable(args.state, overwrite=True)
     with exclusive(str(args.state) + ".lock"):  # two runs sharing a state file take turns, none is lost
         return _route(args, router, budget, prompts)
