@@ -142,21 +142,33 @@ def _row_difficulty(nb, q: np.ndarray, Y: np.ndarray, mu: np.ndarray, grid: list
 def _loo_sums(nb, R: np.ndarray, obs: np.ndarray, complete: np.ndarray, D: np.ndarray, pws, grid: list[int]):
     """For every probe row and (k, partial_weight): the weighted sums (numerator, denominator [Q, C]) of its k
     nearest other rows' scores relative to their difficulty, bandit rows weighted by partial_weight; and per k
-    the neighbours' mean difficulty [Q]."""
-    Q, C = len(nb[0]), R.shape[1]
+    the neighbours' mean difficulty [Q]. The sums are taken once per block of neighbours between two k of the
+    grid, apart for fully scored and bandit rows, so every partial weight is a linear mix of the same sums."""
+    Q, C, G = len(nb[0]), R.shape[1], len(grid)
     Rf, M = np.nan_to_num(R, nan=0.0), obs.astype(np.float64)
-    rel = {(k, pw): (np.zeros((Q, C)), np.zeros((Q, C))) for k in grid for pw in pws}
-    dsum = {k: np.zeros(Q) for k in grid}
+    starts = np.asarray([0, *grid[:-1]])  # block g holds neighbours starts[g] .. grid[g] - 1
+    split = any(pw != 1.0 for pw in pws)
+    parts = {p: (np.zeros((Q, G, C)), np.zeros((Q, G, C))) for p in (("complete", "bandit") if split else ("all",))}
+    wsum, wdsum = np.zeros((Q, G)), np.zeros((Q, G))
     for rows, idx, w in _chunks(nb):
-        cw = np.cumsum(w[:, :, 0], axis=1)
-        cdw = np.cumsum(w[:, :, 0] * D[idx], axis=1)
-        for k in grid:
-            dsum[k][rows] = cdw[:, k - 1] / cw[:, k - 1]
+        wsum[rows] = np.add.reduceat(w[:, :, 0], starts, axis=1)
+        wdsum[rows] = np.add.reduceat(w[:, :, 0] * D[idx], starts, axis=1)
+        gR, gM = Rf[idx], M[idx]
+        wc = w * complete[idx][:, :, None] if split else w
+        for p, ww in (("complete", wc), ("bandit", w - wc)) if split else (("all", w),):
+            parts[p][0][rows] = np.add.reduceat(gR * ww, starts, axis=1)
+            parts[p][1][rows] = np.add.reduceat(gM * ww, starts, axis=1)
+    cum = {p: (np.cumsum(num, axis=1), np.cumsum(den, axis=1)) for p, (num, den) in parts.items()}
+    cw, cdw = np.cumsum(wsum, axis=1), np.cumsum(wdsum, axis=1)
+    rel, dsum = {}, {}
+    for g, k in enumerate(grid):
+        dsum[k] = cdw[:, g] / cw[:, g]
         for pw in pws:
-            wr = w * np.where(complete[idx], 1.0, pw)[:, :, None]
-            num, den = np.cumsum(Rf[idx] * wr, axis=1), np.cumsum(M[idx] * wr, axis=1)
-            for k in grid:
-                rel[(k, pw)][0][rows], rel[(k, pw)][1][rows] = num[:, k - 1], den[:, k - 1]
+            if split:
+                (nc, dc), (nbd, db) = cum["complete"], cum["bandit"]
+                rel[(k, pw)] = (nc[:, g] + pw * nbd[:, g], dc[:, g] + pw * db[:, g])
+            else:
+                rel[(k, pw)] = (cum["all"][0][:, g], cum["all"][1][:, g])
     return rel, dsum
 
 
