@@ -146,7 +146,8 @@ def test_relative_memory_saves_and_loads_with_identical_predictions(relative_fil
     np.testing.assert_array_equal(loaded.predictor.D, new.predictor.D)
     assert loaded.predictor.params["partial_weight"] == new.predictor.params["partial_weight"]
     np.testing.assert_allclose(loaded.predict_normalised(prompts), new.predict_normalised(prompts), atol=1e-6)
-    # and it keeps learning: the next update re-estimates every row's difficulty
+    # and it keeps learning: the new rows get their difficulty from their nearest rows (k, alpha and the
+    # difficulties are chosen again once 5% of the memory is new)
     again, rep = update_router(loaded, prompts[:3], ["a", "b", "c"], [3.0, 3.1, 2.9])
     assert len(again.predictor.X) == len(loaded.predictor.X) + 3 and rep["memory"] in ("plain", "relative")
 
