@@ -20,9 +20,9 @@ Each line is at most :data:`MAX_LINE_BYTES` bytes (UTF-8, without the newline): 
 record gets its ``prompt`` cut to fit and ``"prompt_truncated": true`` added. A record too long
 even with an empty prompt is refused. Non-finite floats (NaN, +-inf) are written as ``null``.
 
-:func:`summarise` turns the records into a plain dictionary (counts and shares per candidate,
-mean cost per image, its running mean against the target, exploration, out-of-distribution
-prompts), :func:`format_summary` into text and :func:`plots.plot_log_summary` into a Pillow image.
+A log is rotated by size (:data:`MAX_LOG_BYTES`; :data:`ROTATED_FILES` older parts are kept) under
+the same lock, so it never grows without bound. :func:`iter_log` reads one file as a stream;
+:mod:`log_report` summarises a log and its rotated parts in constant memory.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import json
 import math
 import os
 import stat
-from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -54,6 +54,16 @@ MAX_LINE_BYTES = 64 * 1024
 
 #: What :func:`read_log` still parses: lines longer than this are counted bad and skipped.
 MAX_READ_LINE_BYTES = 2 * MAX_LINE_BYTES
+
+#: A log is rotated when a batch would take it over this size (64 MiB, some 60,000-100,000
+#: decisions): ``decisions.jsonl`` becomes ``decisions.1.jsonl`` and a new file starts.
+MAX_LOG_BYTES = 64 * 1024 * 1024
+
+#: Rotated parts kept (``decisions.1.jsonl`` newest ... ``decisions.3.jsonl`` oldest); older ones are
+#: dropped, so a log never takes more than (1 + ROTATED_FILES) x MAX_LOG_BYTES on disk.
+ROTATED_FILES = 3
+
+_OPEN_ATTEMPTS = 8  # opens of a log being rotated by others before a batch is written where it lands
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -198,7 +208,64 @@ def _last_byte(fd: int, size: int) -> bytes | None:
         return None
 
 
-def append_decisions(path: str | os.PathLike, records: list[dict]) -> None:
+def rotated_paths(path: str | os.PathLike, keep: int = ROTATED_FILES) -> list[str]:
+    """The names a log's older parts are rotated to, newest first: ``decisions.jsonl`` ->
+    ``decisions.1.jsonl``, ``decisions.2.jsonl``, ...; a name without a suffix gets ``.1``, ``.2``."""
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    folder, name = os.path.split(path)
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:  # no suffix ("log"), or a dot file (".log")
+        stem, dot, suffix = name, "", ""
+    return [os.path.join(folder, f"{stem}.{i}{dot}{suffix}") for i in range(1, keep + 1)]
+
+
+def log_files(path: str | os.PathLike) -> list[str]:
+    """The files of one log, oldest first: the rotated parts that exist, then ``path`` itself."""
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    return [p for p in reversed(rotated_paths(path)) if os.path.lexists(p)] + [path]
+
+
+def _rotate(path: str, keep: int) -> None:
+    """``path`` -> ``path.1``, ``path.1`` -> ``path.2``, ...; the oldest part is dropped. Each step is a
+    ``rename`` (a link is moved, never followed)."""
+    names = [path, *rotated_paths(path, keep)]
+    try:
+        for src, dst in reversed(list(zip(names[:-1], names[1:]))):
+            if os.path.lexists(src):
+                os.replace(src, dst)
+    except OSError as exc:
+        where = f" ({exc.filename} -> {exc.filename2})" if exc.filename2 else ""
+        raise RouterError(f"cannot rotate decision log {path}: {exc.strerror or exc}{where}") from None
+
+
+def _same_file(path: str, fd: int) -> bool:
+    """Whether ``path`` still names the open file (another writer may have rotated it meanwhile)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    size = os.fstat(fd).st_size
+    if size > 0 and _last_byte(fd, size) not in (b"\n", None):
+        data = b"\n" + data  # isolate a torn last line
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(0, "write returned no progress")
+        view = view[n:]
+
+
+def append_decisions(path: str | os.PathLike, records: list[dict], max_bytes: int | None = MAX_LOG_BYTES,
+                     keep: int = ROTATED_FILES) -> None:
     """Append ``records`` to the decision log at ``path``, one JSON line each, atomically.
 
     The whole batch goes out in one ``os.write`` (repeated only after a short write) under an
@@ -207,6 +274,12 @@ def append_decisions(path: str | os.PathLike, records: list[dict]) -> None:
     checked (falling back to write-only when it may not be read). A symlink, folder, FIFO,
     device or other non-regular file, or a missing parent folder, is refused with
     :class:`RouterError`, as is a record that cannot be written as JSON; nothing is written then.
+
+    Rotation: when the batch would take the file over ``max_bytes`` (None: never), the file is
+    renamed to ``decisions.1.jsonl`` first (the older parts move up one, ``keep`` of them are kept)
+    and the batch starts a new file. This happens under the same lock; a writer that waited for
+    it finds the name moved on and reopens it, so no line is lost or lands in a rotated part.
+    Where ``flock`` is missing (Windows, some network filesystems) the log is not rotated.
     """
     path = os.fspath(path)
     if isinstance(path, bytes):
@@ -216,30 +289,32 @@ def append_decisions(path: str | os.PathLike, records: list[dict]) -> None:
     data = b"".join(_encode_record(r, i) for i, r in enumerate(records))
     if not data:
         return
-    fd = _open_checked(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, creating=True,
-                       fallback_flags=os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # a write-only file
-    try:
-        locked = _lock(fd)
+    for attempt in range(_OPEN_ATTEMPTS):
+        last = attempt == _OPEN_ATTEMPTS - 1
+        fd = _open_checked(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, creating=True,
+                           fallback_flags=os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # a write-only file
         try:
-            size = os.fstat(fd).st_size
-            if size > 0 and _last_byte(fd, size) not in (b"\n", None):
-                data = b"\n" + data  # isolate a torn last line
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                if n <= 0:
-                    raise OSError(0, "write returned no progress")
-                view = view[n:]
-        except OSError as exc:
-            raise RouterError(f"cannot append to decision log {path}: {exc.strerror or exc}") from None
+            locked = _lock(fd)
+            try:
+                if locked and not last:
+                    if not _same_file(path, fd):
+                        continue  # rotated (or removed) while we waited for the lock: open the new file
+                    size = os.fstat(fd).st_size
+                    if max_bytes and size and size + len(data) > max_bytes:
+                        _rotate(path, keep)
+                        continue
+                _write_all(fd, data)
+                return
+            except OSError as exc:
+                raise RouterError(f"cannot append to decision log {path}: {exc.strerror or exc}") from None
+            finally:
+                if locked:
+                    try:  # explicit unlock: a forked child may share this open file description
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                    except OSError:
+                        pass
         finally:
-            if locked:
-                try:  # explicit unlock: a forked child may share this open file description
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                except OSError:
-                    pass
-    finally:
-        os.close(fd)
+            os.close(fd)
 
 
 def decision_record(*, router: str, prompt: str, candidate: str, predicted_quality: dict[str, float],
@@ -309,250 +384,49 @@ def _constant_as_null(name: str) -> None:
     return None  # NaN / Infinity written by another tool: read as null
 
 
-def read_log(path: str | os.PathLike, skip_bad: bool = True) -> tuple[list[dict], int]:
-    """Read a decision log: ``(records, bad_count)``.
+def _parse_line(raw: bytes) -> dict | str | None:
+    """One line as a dict, None for a blank line, or what is wrong with it (text)."""
+    text = raw.rstrip(b"\r\n")
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text.decode("utf-8"), parse_constant=_constant_as_null)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, an integer over Python's digit limit, too deep
+        return "is not a JSON object (torn or corrupt)"
+    return obj if isinstance(obj, dict) else "is not a JSON object (torn or corrupt)"
 
-    Streams the file in binary, one bounded ``readline`` at a time: a torn or garbage line
-    (not UTF-8, not a JSON object) or one over :data:`MAX_READ_LINE_BYTES` is skipped and
-    counted, never held whole. Blank lines are ignored. With ``skip_bad=False`` the first bad
-    line raises :class:`RouterError` instead. Non-regular files are refused as for appending.
+
+def iter_log(path: str | os.PathLike, bad: list[int] | None = None, skip_bad: bool = True) -> Iterator[dict]:
+    """The records of a decision log, one at a time (constant memory whatever the file's length).
+
+    Streams the file in binary, one bounded ``readline`` at a time: a torn or garbage line (not
+    UTF-8, not a JSON object, nested too deeply) or one over :data:`MAX_READ_LINE_BYTES` is
+    skipped and counted in ``bad[0]``, never held whole. Blank lines are ignored; a last line
+    without its newline is read like any other. With ``skip_bad=False`` the first bad line raises
+    :class:`RouterError` instead. Non-regular files are refused as for appending.
     """
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     fd = _open_checked(path, os.O_RDONLY, creating=False)
-    records: list[dict] = []
-    bad = 0
     limit = MAX_READ_LINE_BYTES
     with os.fdopen(fd, "rb", buffering=1 << 16) as fh:
         for lineno, raw in bounded_lines(fh, limit):
-            if raw is None:
-                problem = f"is longer than {limit} bytes"
-            else:
-                text = raw.rstrip(b"\r\n")
-                if not text.strip():
-                    continue
-                try:
-                    obj = json.loads(text.decode("utf-8"), parse_constant=_constant_as_null)
-                except (UnicodeDecodeError, ValueError):
-                    obj = None
-                if isinstance(obj, dict):
-                    records.append(obj)
-                    continue
-                problem = "is not a JSON object (torn or corrupt)"
+            obj = f"is longer than {limit} bytes" if raw is None else _parse_line(raw)
+            if obj is None:
+                continue
+            if isinstance(obj, dict):
+                yield obj
+                continue
             if not skip_bad:
-                raise RouterError(f"decision log {path} line {lineno} {problem}")
-            bad += 1
-    return records, bad
+                raise RouterError(f"decision log {path} line {lineno} {obj}")
+            if bad is not None:
+                bad[0] += 1
 
 
-# -- summary -------------------------------------------------------------------------------
-
-
-def _num(x: Any) -> float | None:
-    """A finite float, or None for anything else (bools, strings, NaN, missing)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _chosen_cost(rec: dict) -> float | None:
-    c = _num(rec.get("chosen_cost"))
-    if c is None and isinstance(rec.get("cost"), dict):
-        c = _num(rec["cost"].get(str(rec.get("candidate"))))
-    return c
-
-
-def _parse_time(t: Any) -> datetime | None:
-    if not isinstance(t, str):
-        return None
-    try:
-        dt = datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith("Z") else t)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt
-
-
-def _mean(xs: list[float]) -> float | None:
-    return float(np.mean(xs)) if xs else None
-
-
-def summarise(records: list[dict], windows: int = 20) -> dict:
-    """A plain-dict report of decision-log ``records`` (in file order, i.e. append order).
-
-    Keys: ``total``; ``candidates`` (list of ``{candidate, count, share, mean_predicted_quality,
-    mean_cost}``, most chosen first); ``mean_cost`` (mean cost of the chosen candidates over the
-    records that have one, ``costed`` of them); ``running`` (cumulative mean cost after ``n``
-    decisions, at up to ``windows`` evenly spaced ``n``); ``windows`` (mean cost of each of up to
-    ``windows`` consecutive equal slices: ``start``, ``end`` (exclusive, 0-based positions among
-    costed records), ``mean_cost``); ``targets`` (each target seen with its ``count``, the
-    ``mean_cost`` of those decisions and ``error_pct`` = 100 * (mean - target) / target);
-    ``target`` and ``target_error_pct`` (the same when exactly one target was seen, else None);
-    ``ood`` (``fallback_count``/``fallback_share`` over records carrying ``ood_fallback``, where
-    ``ood_fallback > 0`` counts as out of distribution, and ``mean_distance`` over records with
-    ``ood_distance``); ``explored`` and ``explored_share``; ``first_time``, ``last_time``,
-    ``span_seconds``; ``routers`` (``{router, fingerprint, count}``); ``budgets`` (text -> count).
-    """
-    recs = [r for r in records if isinstance(r, dict)]
-    n = len(recs)
-    windows = max(1, int(windows))
-
-    by_cand: dict[str, dict] = {}
-    costs: list[float] = []
-    explored = 0
-    fb_seen = fb_pos = 0
-    dists: list[float] = []
-    by_target: dict[float, list[float]] = {}
-    target_count: Counter = Counter()
-    routers: Counter = Counter()
-    budgets: Counter = Counter()
-    times: list[tuple[datetime, str]] = []
-
-    for r in recs:
-        cand = r.get("candidate")
-        cand = "(none)" if cand is None else str(cand)
-        slot = by_cand.setdefault(cand, {"count": 0, "q": [], "c": []})
-        slot["count"] += 1
-        pq = r.get("predicted_quality")
-        q = _num(pq.get(cand)) if isinstance(pq, dict) else None
-        if q is not None:
-            slot["q"].append(q)
-        c = _chosen_cost(r)
-        if c is not None:
-            costs.append(c)
-            slot["c"].append(c)
-        if r.get("explored") is True:
-            explored += 1
-        fb = _num(r.get("ood_fallback"))
-        if fb is not None:
-            fb_seen += 1
-            fb_pos += fb > 0
-        d = _num(r.get("ood_distance"))
-        if d is not None:
-            dists.append(d)
-        t = _num(r.get("target"))
-        if t is not None:
-            target_count[t] += 1
-            if c is not None:
-                by_target.setdefault(t, []).append(c)
-        routers[(str(r.get("router")), r.get("router_fingerprint"))] += 1
-        if r.get("budget") is not None:
-            budgets[str(r.get("budget"))] += 1
-        dt = _parse_time(r.get("time"))
-        if dt is not None:
-            times.append((dt, r["time"]))
-
-    candidates = [
-        {"candidate": k, "count": v["count"], "share": v["count"] / n,
-         "mean_predicted_quality": _mean(v["q"]), "mean_cost": _mean(v["c"])}
-        for k, v in sorted(by_cand.items(), key=lambda kv: (-kv[1]["count"], kv[0]))
-    ]
-
-    m = len(costs)
-    running: list[dict] = []
-    window_means: list[dict] = []
-    if m:
-        arr = np.asarray(costs, dtype=float)
-        cum = np.cumsum(arr) / np.arange(1, m + 1)
-        points = np.unique(np.round(np.linspace(1, m, min(windows, m))).astype(int))
-        running = [{"n": int(k), "mean_cost": float(cum[k - 1])} for k in points]
-        edges = np.linspace(0, m, min(windows, m) + 1).round().astype(int)
-        window_means = [{"start": int(a), "end": int(b), "mean_cost": float(arr[a:b].mean())}
-                        for a, b in zip(edges[:-1], edges[1:]) if b > a]
-
-    targets = []
-    for t in sorted(target_count):
-        mc = _mean(by_target.get(t, []))
-        err = None if mc is None or t == 0 else 100.0 * (mc - t) / t
-        targets.append({"target": t, "count": target_count[t], "mean_cost": mc, "error_pct": err})
-    single = targets[0] if len(targets) == 1 else None
-
-    first = last = None
-    span = None
-    if times:
-        lo, hi = min(times, key=lambda x: x[0]), max(times, key=lambda x: x[0])
-        first, last, span = lo[1], hi[1], (hi[0] - lo[0]).total_seconds()
-
-    return {
-        "total": n,
-        "candidates": candidates,
-        "costed": m,
-        "mean_cost": _mean(costs),
-        "running": running,
-        "windows": window_means,
-        "targets": targets,
-        "target": single["target"] if single else None,
-        "target_error_pct": single["error_pct"] if single else None,
-        "ood": {
-            "with_fallback": fb_seen,
-            "fallback_count": fb_pos,
-            "fallback_share": fb_pos / fb_seen if fb_seen else None,
-            "with_distance": len(dists),
-            "mean_distance": _mean(dists),
-        },
-        "explored": explored,
-        "explored_share": explored / n if n else None,
-        "first_time": first,
-        "last_time": last,
-        "span_seconds": span,
-        "routers": [{"router": name, "fingerprint": fp, "count": c}
-                    for (name, fp), c in sorted(routers.items(), key=lambda kv: (-kv[1], kv[0][0]))],
-        "budgets": dict(budgets.most_common()),
-    }
-
-
-def _span_words(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
-def _f(x: float | None, fmt: str, none: str = "-") -> str:
-    return none if x is None else format(x, fmt)
-
-
-def format_summary(summary: dict) -> str:
-    """A short human-readable text of :func:`summarise`'s result."""
-    n = summary["total"]
-    if not n:
-        return "Decision log: no decisions."
-    lines = [f"Decision log: {n} decision{'s' if n != 1 else ''}"]
-    if summary.get("first_time"):
-        lines[0] += f", {summary['first_time']} to {summary['last_time']}"
-        lines[0] += f" ({_span_words(summary['span_seconds'])})"
-    for r in summary["routers"]:
-        fp = f" (fingerprint {r['fingerprint']})" if r["fingerprint"] else ""
-        lines.append(f"Router: {r['router']}{fp}, {r['count']} decisions")
-    if summary["mean_cost"] is not None:
-        lines.append(f"Mean cost per image: {summary['mean_cost']:.3g} s over {summary['costed']} decisions")
-    for t in summary["targets"]:
-        err = "" if t["error_pct"] is None else f", {t['error_pct']:+.1f}% off target"
-        lines.append(f"Target {t['target']:g} s/image ({t['count']} decisions): "
-                     f"realised {_f(t['mean_cost'], '.3g')} s{err}")
-    if summary["budgets"]:
-        lines.append("Budgets: " + "; ".join(f"{b} ({c})" for b, c in summary["budgets"].items()))
-    lines.append(f"Explored: {summary['explored']} ({100 * summary['explored_share']:.1f}%)")
-    ood = summary["ood"]
-    if ood["fallback_share"] is not None:
-        lines.append(f"Out of distribution: {ood['fallback_count']} of {ood['with_fallback']} "
-                     f"({100 * ood['fallback_share']:.1f}%) fell back towards the average")
-    if ood["mean_distance"] is not None:
-        lines.append(f"Mean out-of-distribution distance: {ood['mean_distance']:.3g} "
-                     f"({ood['with_distance']} decisions)")
-    width = max(9, *(len(c["candidate"]) for c in summary["candidates"]))
-    lines.append("")
-    lines.append(f"{'candidate':<{width}}  {'count':>7}  {'share':>6}  {'mean quality':>12}  {'mean cost':>9}")
-    for c in summary["candidates"]:
-        lines.append(f"{c['candidate']:<{width}}  {c['count']:>7}  {100 * c['share']:>5.1f}%  "
-                     f"{_f(c['mean_predicted_quality'], '.3f'):>12}  {_f(c['mean_cost'], '.3g'):>7} s")
-    return "\n".join(lines)
-
-
-# -- plot ----------------------------------------------------------------------------------
+def read_log(path: str | os.PathLike, skip_bad: bool = True) -> tuple[list[dict], int]:
+    """Read a whole decision log into memory: ``(records, bad_count)`` (see :func:`iter_log`; the
+    report streams instead, :func:`log_report.summarise_log`)."""
+    bad = [0]
+    records = list(iter_log(path, bad, skip_bad))
+    return records, bad[0]

@@ -22,11 +22,10 @@ from cost_aware_router.decision_log import (
     MAX_READ_LINE_BYTES,
     append_decisions,
     decision_record,
-    format_summary,
     read_log,
-    summarise,
 )
 from cost_aware_router.errors import RouterError
+from cost_aware_router.log_report import format_summary, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITERS = 8
@@ -94,20 +93,26 @@ def _check_concurrent_log(path: Path, writers: int, batches: int) -> int:
     return len(recs)
 
 
-def test_concurrent_processes_lose_nothing(tmp_path):
-    path = tmp_path / "decisions.jsonl"
+def run_writers(target, path, writers: int, batches: int, timeout: float = 300) -> tuple[float, str]:
+    """``writers`` processes running ``target(path, writer, start, batches)``, released at once; returns the
+    seconds they took and the start method. Every process must exit cleanly."""
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     start = ctx.Event()
-    procs = [ctx.Process(target=_writer, args=(str(path), w, start, BATCHES)) for w in range(WRITERS)]
+    procs = [ctx.Process(target=target, args=(str(path), w, start, batches)) for w in range(writers)]
     for p in procs:
         p.start()
     t0 = time.perf_counter()
     start.set()
     for p in procs:
-        p.join(timeout=300)
-    elapsed = time.perf_counter() - t0
+        p.join(timeout=timeout)
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return time.perf_counter() - t0, method
+
+
+def test_concurrent_processes_lose_nothing(tmp_path):
+    path = tmp_path / "decisions.jsonl"
+    elapsed, method = run_writers(_writer, path, WRITERS, BATCHES)
     n = _check_concurrent_log(path, WRITERS, BATCHES)
     print(f"{WRITERS} processes x {BATCHES} batches: {n} lines, {path.stat().st_size / 1e6:.1f} MB, "
           f"{elapsed:.2f} s ({method})")
@@ -364,19 +369,24 @@ def test_summarise_hand_built_log(tmp_path):
 
 
 def test_summarise_mixed_targets_and_messy_records():
+    # a record with a field of the wrong type is skipped and counted, not half-counted
     recs = [{"candidate": "a", "cost": {"a": 2.0}, "target": 1.0},
             {"candidate": "a", "chosen_cost": 4.0, "target": 1.0},
+            {"candidate": "b", "chosen_cost": None, "target": 3.0, "explored": False},
             {"candidate": "b", "chosen_cost": "x", "target": 3.0, "explored": "yes"},
             {"candidate": None, "chosen_cost": float("nan")}, "not a record"]
     s = summarise(recs, windows=20)
-    assert s["total"] == 4 and s["costed"] == 2 and s["mean_cost"] == pytest.approx(3.0)
+    assert s["total"] == 3 and s["costed"] == 2 and s["mean_cost"] == pytest.approx(3.0)
+    assert s["malformed"] == 3 and s["malformed_reasons"] == {
+        "'chosen_cost' is not a number": 1, "'candidate' is not text of 1-200 characters": 1,
+        "not a JSON object": 1}
     assert s["target"] is None and s["target_error_pct"] is None
     assert s["targets"][0] == {"target": 1.0, "count": 2, "mean_cost": 3.0, "error_pct": pytest.approx(200.0)}
     assert s["targets"][1] == {"target": 3.0, "count": 1, "mean_cost": None, "error_pct": None}
     assert s["explored"] == 0 and s["ood"]["fallback_share"] is None and s["first_time"] is None
-    assert {c["candidate"] for c in s["candidates"]} == {"a", "b", "(none)"}
+    assert {c["candidate"] for c in s["candidates"]} == {"a", "b"}
     assert [p["n"] for p in s["running"]] == [1, 2]
-    format_summary(s)
+    assert "3 malformed record(s) skipped" in format_summary(s)
     empty = summarise([])
     assert empty["total"] == 0 and empty["mean_cost"] is None and empty["running"] == []
     assert "no decisions" in format_summary(empty)
