@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from .errors import RouterError
-from .fileutil import atomic_write
+from .fileutil import atomic_write, printable
 
 MARGINS = (70, 20, 40, 50)  # left, right, top, bottom, in pixels
 
@@ -129,28 +129,57 @@ def save_plot(img, path, overwrite: bool = False):
 
 # -- the decision log report (decision_log.summarise) ------------------------------------------
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) covering [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+    """Round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) covering [lo, hi].
+
+    The span is at least a millionth of the values' magnitude (and of 1), so a tiny or subnormal
+    span cannot give a zero step, and the loop is bounded whatever the floats."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or max(abs(lo), abs(hi)) > 1e300:
         return [0.0, 1.0]
-    if hi <= lo:
-        hi = lo + (abs(lo) or 1.0)
+    if hi < lo:
+        lo, hi = hi, lo
+    hi = max(hi, lo + 1e-6 * max(1.0, abs(lo), abs(hi)))
     raw = (hi - lo) / max(count - 1, 1)
-    mag = 10 ** math.floor(math.log10(raw))
+    mag = 10.0 ** math.floor(math.log10(raw))
     step = next(s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw)
     start = math.floor(lo / step + 1e-9) * step
     ticks = []
-    v = start
-    while v < hi + step * 0.999:
+    for i in range(4 * count + 4):
+        v = start + i * step
         ticks.append(round(v, 10))
-        v += step
+        if v >= hi - step * 0.001:
+            break
     return ticks
 
 
 def _tick_label(v: float, ticks: list[float]) -> str:
-    """``v`` with as many decimals as the tick step needs (0.25 -> 2, 5 -> 0)."""
+    """``v`` with as many decimals as the tick step needs (0.25 -> 2, 5 -> 0); ``:g`` past 10^9 or
+    below a step of 10^-6."""
     step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    if abs(v) >= 1e9 or 0 < step < 1e-6:  # significant digits enough to tell neighbouring ticks apart
+        digits = math.floor(math.log10(max(abs(v), step))) - math.floor(math.log10(step)) + 2 if step > 0 else 4
+        return f"{v:.{min(max(digits, 1), 17)}g}"
     decimals = next((d for d in range(8) if abs(step * 10 ** d - round(step * 10 ** d)) < 1e-6), 8)
     return f"{v:.{decimals}f}"
+
+
+def _fit(text: str, limit: float, measure) -> str:
+    """``text`` cut (with an ellipsis) to at most ``limit`` pixels: at most log2 + 2 measurements of at
+    most ``limit`` characters (no glyph is narrower than a pixel), so a name of any length costs the same."""
+    if len(text) <= limit and measure(text) <= limit:
+        return text
+    text = text[:int(limit) + 1]
+    lo, hi = 0, len(text)  # the longest prefix that fits with the ellipsis: binary search
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if measure(text[:mid] + "…") <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + "…"
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def _font(size: int):
@@ -178,126 +207,145 @@ _AXIS = (60, 60, 60)
 _GRID = (230, 230, 230)
 
 
-def plot_log_summary(summary: dict, title: str = "", width: int = 720, height: int = 480):
-    """A Pillow image of :func:`summarise`'s result: top, the cumulative mean cost per image
-    over the decisions (with the per-window mean and a dashed line per target); bottom, each
-    candidate's share of the decisions as horizontal bars. White background, legend."""
-    from PIL import Image, ImageDraw
+class _Canvas:
+    """A white Pillow image with the report's fonts (sized to the image) and a text-width measure."""
 
-    width, height = int(width), int(height)
-    if width < 200 or height < 160:
-        raise RouterError(f"plot size {width}x{height} is too small; at least 200x160")
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    scale = min(width / 720, height / 480)
-    fs = max(10, round(13 * scale))
-    font, small, big = _font(fs), _font(max(9, fs - 2)), _font(fs + 3)
+    def __init__(self, width: int, height: int):
+        from PIL import Image, ImageDraw
 
-    def text_w(s, f=font):
-        return draw.textlength(s, font=f)
+        self.width, self.height = width, height
+        self.img = Image.new("RGB", (width, height), "white")
+        self.draw = ImageDraw.Draw(self.img)
+        self.scale = min(width / 720, height / 480)
+        self.fs = fs = max(10, round(13 * self.scale))
+        self.font, self.small, self.big = _font(fs), _font(max(9, fs - 2)), _font(fs + 3)
 
-    y = 6
-    heading = title or "Routing decisions"
-    n = summary.get("total", 0)
-    draw.text((width / 2 - text_w(heading, big) / 2, y), heading, fill="black", font=big)
-    y += fs + 10
-    if not n:
-        draw.text((width / 2 - text_w("no decisions") / 2, height / 2), "no decisions", fill=_AXIS, font=font)
-        return img
+    def text_w(self, s: str, font=None) -> float:
+        return self.draw.textlength(s, font=font or self.font)
 
-    # ---- top panel: cumulative mean cost ----
-    running = summary.get("running") or []
-    wins = summary.get("windows") or []
-    targets = [t["target"] for t in summary.get("targets", [])][:len(_TARGETS)]
-    yt = xt = []
+
+def _cost_series(summary: dict) -> dict:
+    """What the top panel draws: the finite running means, window means and targets, and the ticks."""
+    running = [p for p in summary.get("running") or [] if _finite(p["mean_cost"])]
+    wins = [w for w in summary.get("windows") or [] if _finite(w["mean_cost"])]
+    targets = [t["target"] for t in summary.get("targets", []) if _finite(t["target"])][:len(_TARGETS)]
+    out = {"running": running, "wins": wins, "targets": targets, "yt": [], "xt": [], "xmax": 1}
     if running:
-        xs = [p["n"] for p in running]
         vals = [p["mean_cost"] for p in running] + [w["mean_cost"] for w in wins] + targets
         lo, hi = min(0.0, min(vals)), max(vals)
-        yt = _nice_ticks(lo, hi * 1.05 if hi > 0 else hi + 1)
-        xmax = max(xs[-1], 1)
-        xt = [t for t in _nice_ticks(0, xmax, 6) if t <= xmax * 1.0001 and float(t).is_integer()]
-    ylabels = [_tick_label(t, yt) for t in yt]
-    left = max(round(70 * scale), 12 + max((text_w(lab, small) for lab in ylabels), default=0))
-    right = width - round(20 * scale)
+        out["yt"] = _nice_ticks(lo, hi * 1.05 if hi > 0 else hi + 1)
+        xmax = out["xmax"] = max(running[-1]["n"], 1)
+        out["xt"] = [t for t in _nice_ticks(0, xmax, 6) if t <= xmax * 1.0001 and float(t).is_integer()]
+    return out
 
-    # legend row, then the axis unit above the plot
-    lx = left
+
+def _cost_legend(cv: _Canvas, series: dict, left: float, y: float) -> float:
+    """The legend row and the axis unit above the top panel; returns the panel's top."""
+    d, fs, lx = cv.draw, cv.fs, left
     items = [("cumulative mean cost", _LINE, "line")]
-    if wins:
+    if series["wins"]:
         items.append(("mean per window", _WINDOW, "line"))
-    for t, colour in zip(targets, _TARGETS):
+    for t, colour in zip(series["targets"], _TARGETS):
         items.append((f"target {t:g} s", colour, "dash"))
     for label, colour, kind in items:
         if kind == "dash":
-            _dashed(draw, lx, y + fs / 2 + 1, lx + 22, colour, dash=6, gap=3)
+            _dashed(d, lx, y + fs / 2 + 1, lx + 22, colour, dash=6, gap=3)
         else:
-            draw.line([(lx, y + fs / 2 + 1), (lx + 22, y + fs / 2 + 1)], fill=colour, width=3)
-        draw.text((lx + 27, y), label, fill="black", font=small)
-        lx += 27 + text_w(label, small) + 18
+            d.line([(lx, y + fs / 2 + 1), (lx + 22, y + fs / 2 + 1)], fill=colour, width=3)
+        d.text((lx + 27, y), label, fill="black", font=cv.small)
+        lx += 27 + cv.text_w(label, cv.small) + 18
     y += fs + 6
-    draw.text((max(4, left - text_w("s / image", small) / 2), y), "s / image", fill="black", font=small)
-    top = y + fs + 6
-    split = top + round((height - top) * 0.55)
-    bottom = split - 2 * fs - 10
+    d.text((max(4, left - cv.text_w("s / image", cv.small) / 2), y), "s / image", fill="black", font=cv.small)
+    return y + fs + 6
 
-    if running:
-        ylo, yhi = yt[0], yt[-1]
 
-        def px(v):
-            return left + (right - left) * v / xmax
+def _cost_panel(cv: _Canvas, series: dict, ylabels: list[str], box: tuple[float, float, float, float]) -> None:
+    """The top panel in ``box`` (left, top, right, bottom): the cumulative mean cost over the decisions,
+    the per-window mean as a step line and a dashed line per target."""
+    d, fs, (left, top, right, bottom) = cv.draw, cv.fs, box
+    running, yt = series["running"], series["yt"]
+    if not running:
+        d.text((left, (top + bottom) / 2), "no costs recorded", fill=_AXIS, font=cv.font)
+        return
+    ylo, yhi, xmax = yt[0], yt[-1], series["xmax"]
 
-        def py(v):
-            return bottom - (bottom - top) * (v - ylo) / (yhi - ylo)
+    def px(v):  # clamped to just outside the image: Pillow needs coordinates it can convert
+        return min(max(left + (right - left) * v / xmax, -10.0), cv.width + 10.0)
 
-        for t, lab in zip(yt, ylabels):
-            draw.line([(left, py(t)), (right, py(t))], fill=_GRID)
-            draw.text((left - 6 - text_w(lab, small), py(t) - fs / 2), lab, fill=_AXIS, font=small)
-        for t in xt:
-            draw.line([(px(t), bottom), (px(t), bottom + 4)], fill=_AXIS)
-            lab = f"{t:.0f}"
-            draw.text((px(t) - text_w(lab, small) / 2, bottom + 6), lab, fill=_AXIS, font=small)
-        draw.line([(left, top), (left, bottom), (right, bottom)], fill=_AXIS, width=1)
-        xlab = "decisions"
-        draw.text(((left + right) / 2 - text_w(xlab) / 2, bottom + fs + 8), xlab, fill="black", font=font)
+    def py(v):
+        return min(max(bottom - (bottom - top) * (v - ylo) / (yhi - ylo), -10.0), cv.height + 10.0)
 
-        for w in wins:  # per-window mean as a step line
-            a, b = w["start"], w["end"]
-            draw.line([(px(a), py(w["mean_cost"])), (px(b), py(w["mean_cost"]))], fill=_WINDOW, width=2)
-        for t, colour in zip(targets, _TARGETS):
-            _dashed(draw, left, py(t), right, colour)
-        pts = [(px(x), py(v)) for x, v in zip(xs, (p["mean_cost"] for p in running))]
-        if len(pts) == 1:
-            draw.ellipse([pts[0][0] - 3, pts[0][1] - 3, pts[0][0] + 3, pts[0][1] + 3], fill=_LINE)
-        else:
-            draw.line(pts, fill=_LINE, width=3, joint="curve")
+    for t, lab in zip(yt, ylabels):
+        d.line([(left, py(t)), (right, py(t))], fill=_GRID)
+        d.text((left - 6 - cv.text_w(lab, cv.small), py(t) - fs / 2), lab, fill=_AXIS, font=cv.small)
+    for t in series["xt"]:
+        d.line([(px(t), bottom), (px(t), bottom + 4)], fill=_AXIS)
+        lab = f"{t:.0f}"
+        d.text((px(t) - cv.text_w(lab, cv.small) / 2, bottom + 6), lab, fill=_AXIS, font=cv.small)
+    d.line([(left, top), (left, bottom), (right, bottom)], fill=_AXIS, width=1)
+    d.text(((left + right) / 2 - cv.text_w("decisions") / 2, bottom + fs + 8), "decisions", fill="black",
+           font=cv.font)
+    for w in series["wins"]:  # per-window mean as a step line
+        d.line([(px(w["start"]), py(w["mean_cost"])), (px(w["end"]), py(w["mean_cost"]))], fill=_WINDOW, width=2)
+    for t, colour in zip(series["targets"], _TARGETS):
+        _dashed(d, left, py(t), right, colour)
+    pts = [(px(p["n"]), py(p["mean_cost"])) for p in running]
+    if len(pts) == 1:
+        d.ellipse([pts[0][0] - 3, pts[0][1] - 3, pts[0][0] + 3, pts[0][1] + 3], fill=_LINE)
     else:
-        draw.text((left, (top + bottom) / 2), "no costs recorded", fill=_AXIS, font=font)
+        d.line(pts, fill=_LINE, width=3, joint="curve")
 
-    # ---- bottom panel: share per candidate ----
-    cands = list(summary.get("candidates") or [])
-    y0 = split + 6
-    draw.text((left, y0), "share of decisions per candidate", fill="black", font=font)
+
+def _share_panel(cv: _Canvas, candidates: list[dict], left: float, right: float, y0: float) -> None:
+    """The bottom panel from ``y0`` down: each candidate's share of the decisions as a horizontal bar,
+    names escaped and cut to fit (rows past the room left are summed in one "N others" row)."""
+    d, fs, small = cv.draw, cv.fs, cv.small
+    cands = list(candidates)
+    d.text((left, y0), "share of decisions per candidate", fill="black", font=cv.font)
     y0 += fs + 8
-    avail = height - y0 - 8
-    row = max(fs + 4, 1)
-    max_rows = max(1, int(avail // row))
+    avail = cv.height - y0 - 8
+    max_rows = max(1, int(avail // max(fs + 4, 1)))
     if len(cands) > max_rows:
         rest = cands[max_rows - 1:]
         cands = cands[:max_rows - 1] + [{"candidate": f"{len(rest)} others",
-                                         "share": sum(c["share"] for c in rest)}]
+                                         "share": sum(c["share"] or 0.0 for c in rest)}]
     row = min(avail / max(len(cands), 1), fs * 2.2)
-    label_w = min(max(text_w(c["candidate"], small) for c in cands), width * 0.35)
+    names = [_fit(printable(c["candidate"]), cv.width * 0.35, lambda t: cv.text_w(t, small)) for c in cands]
+    label_w = max(cv.text_w(name, small) for name in names)
     bx0 = max(left, 8 + label_w + 8)
-    bx1 = right - text_w("100.0%", small) - 8
-    for i, c in enumerate(cands):
+    bx1 = right - cv.text_w("100.0%", small) - 8
+    for i, (c, name) in enumerate(zip(cands, names)):
         yc = y0 + i * row
-        name = c["candidate"]
-        while text_w(name, small) > label_w and len(name) > 2:
-            name = name[:-2] + "…"
-        draw.text((bx0 - 8 - text_w(name, small), yc + row / 2 - fs / 2), name, fill="black", font=small)
+        d.text((bx0 - 8 - cv.text_w(name, small), yc + row / 2 - fs / 2), name, fill="black", font=small)
         bar_h = max(3, row * 0.7)
-        x_end = bx0 + (bx1 - bx0) * float(c["share"])
-        draw.rectangle([bx0, yc + (row - bar_h) / 2, max(bx0 + 1, x_end), yc + (row + bar_h) / 2], fill=_BAR)
-        draw.text((x_end + 5, yc + row / 2 - fs / 2), f"{100 * c['share']:.1f}%", fill=_AXIS, font=small)
-    return img
+        share = min(max(float(c["share"] or 0.0), 0.0), 1.0)
+        x_end = bx0 + (bx1 - bx0) * share
+        d.rectangle([bx0, yc + (row - bar_h) / 2, max(bx0 + 1, x_end), yc + (row + bar_h) / 2], fill=_BAR)
+        d.text((x_end + 5, yc + row / 2 - fs / 2), f"{100 * share:.1f}%", fill=_AXIS, font=small)
+
+
+def plot_log_summary(summary: dict, title: str = "", width: int = 720, height: int = 480):
+    """A Pillow image of :func:`log_report.summarise`'s result: top, the cumulative mean cost per image
+    over the decisions (with the per-window mean and a dashed line per target); bottom, each
+    candidate's share of the decisions as horizontal bars. White background, legend. Any numbers
+    (non-finite ones are left out) and any names (escaped, cut in time linear in their length)."""
+    width, height = int(width), int(height)
+    if width < 200 or height < 160:
+        raise RouterError(f"plot size {width}x{height} is too small; at least 200x160")
+    cv = _Canvas(width, height)
+    fs = cv.fs
+    heading = _fit(printable(title or "Routing decisions"), width - 12, lambda t: cv.text_w(t, cv.big))
+    cv.draw.text((width / 2 - cv.text_w(heading, cv.big) / 2, 6), heading, fill="black", font=cv.big)
+    if not summary.get("total", 0):
+        cv.draw.text((width / 2 - cv.text_w("no decisions") / 2, height / 2), "no decisions", fill=_AXIS,
+                     font=cv.font)
+        return cv.img
+    series = _cost_series(summary)
+    ylabels = [_tick_label(t, series["yt"]) for t in series["yt"]]
+    left = max(round(70 * cv.scale), 12 + max((cv.text_w(lab, cv.small) for lab in ylabels), default=0))
+    right = width - round(20 * cv.scale)
+    top = _cost_legend(cv, series, left, 6 + fs + 10)
+    split = top + round((height - top) * 0.55)
+    _cost_panel(cv, series, ylabels, (left, top, right, split - 2 * fs - 10))
+    _share_panel(cv, summary.get("candidates") or [], left, right, split + 6)
+    return cv.img
