@@ -14,7 +14,9 @@
 
 The cost of a write does not grow with the folder: the resume index, the (prompt, candidate, seed)
 keys, is read once per store (rows and self-describing PNGs) and afterwards only the bytes
-appended since are parsed. Several processes, on one machine or on several machines sharing a
+appended since are parsed, with the folder reader's bounded line reader (``fileutil.bounded_lines``
+at ``MAX_ROW_BYTES``): a longer row is skipped and counted in ``oversized_rows`` without being held,
+so memory stays bounded whatever a row holds. Several processes, on one machine or on several machines sharing a
 filesystem with working ``flock`` (local filesystems, NFSv4, Lustre, GPFS...), may write one folder
 at once: the check and the append happen under the lock, so no row is lost, duplicated or torn.
 A crash at any point loses no earlier row: before the rename only a ``.*.tmp`` file exists (the
@@ -38,8 +40,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import DataError, RouterError
-from ..fileutil import child_dir
-from .dataset import read_png_records
+from ..fileutil import bounded_lines, child_dir, file_kind
+from .dataset import MAX_ROW_BYTES, read_png_records
 from .record import JSONL_NAME, parse_record
 
 LOCK_NAME = ".generations.lock"
@@ -48,6 +50,7 @@ STALE_TMP_SECONDS = 3600.0  # a temporary file this old belongs to a writer that
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _REGISTRY = threading.Lock()
@@ -151,6 +154,7 @@ class GenerationStore:
         self._mutex = threading.RLock()  # guards the index below (innermost lock)
         self._keys: set[tuple] = set()
         self._offset = 0  # bytes of generations.jsonl already parsed (always at a line end)
+        self.oversized_rows = 0  # rows over MAX_ROW_BYTES skipped by the index (the reader refuses them too)
         self._ident: tuple | None = None  # (device, inode) of the file those bytes came from
         self._built = False
         self.removed_temporaries = remove_stale_temporaries(self.folder)
@@ -161,7 +165,7 @@ class GenerationStore:
 
     # -- the resume index ------------------------------------------------------------------
     def _build(self) -> None:
-        self._keys, self._offset, self._ident = set(), 0, None
+        self._keys, self._offset, self._ident, self.oversized_rows = set(), 0, None, 0
         images: set[str] = set()
         self._follow(images)
         if self.folder.is_dir():  # PNGs no row names: written by a process killed before its row
@@ -172,7 +176,8 @@ class GenerationStore:
     def _follow(self, images: set[str] | None = None) -> None:
         """Parse the complete lines appended to generations.jsonl since the last call."""
         try:
-            fd = os.open(self.jsonl, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY)
+            # non-blocking: a FIFO put in its place is refused below instead of hanging the open
+            fd = os.open(self.jsonl, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY | _O_NONBLOCK)
         except FileNotFoundError:
             if self._ident is not None:  # the file was removed: start again
                 self._build()
@@ -181,45 +186,46 @@ class GenerationStore:
             if exc.errno == errno.ELOOP:
                 raise DataError(f"{self.jsonl} is a symbolic link; refusing to use it") from None
             raise DataError(f"cannot read {self.jsonl} ({exc.strerror})") from None
-        try:
+        with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
+            if not stat.S_ISREG(st.st_mode):
+                raise DataError(f"{self.jsonl} is {file_kind(st.st_mode)}, not a regular file")
             if self._ident is not None and (ident != self._ident or st.st_size < self._offset):
-                os.close(fd)
-                fd = -1
+                fh.close()
                 self._build()  # replaced or truncated by something else: read it all again
                 return
             self._ident = ident
-            if st.st_size <= self._offset:
+            if st.st_size > self._offset:
+                fh.seek(self._offset)
+                self._read_rows(fh, images)
+
+    def _read_rows(self, fh, images: set[str] | None) -> None:
+        """Index the complete rows from ``fh``'s position on, with the folder reader's bounded line reader:
+        a row over ``MAX_ROW_BYTES`` is skipped (and counted in ``oversized_rows``) without being held; a
+        last line without its newline is still being written (or torn) and is left for the next call."""
+        for _, raw in bounded_lines(fh, MAX_ROW_BYTES):
+            end = fh.tell()
+            if raw is None:  # over the limit: read past, never held
+                if os.pread(fh.fileno(), 1, end - 1) != b"\n":
+                    return  # ... and not finished yet
+                self.oversized_rows += 1
+            elif not raw.endswith(b"\n"):
                 return
-            os.lseek(fd, self._offset, os.SEEK_SET)
-            chunks, want = [], st.st_size - self._offset
-            while want > 0:
-                data = os.read(fd, min(want, 1 << 24))
-                if not data:
-                    break
-                chunks.append(data)
-                want -= len(data)
-            data = b"".join(chunks)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        end = data.rfind(b"\n") + 1  # a line without its newline is still being written (or torn)
-        if not end:
-            return
-        for raw in data[:end].splitlines():
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue  # a torn or malformed row: the reader reports it; it does not count as done
+            elif raw.strip():
+                self._index_row(raw, images)
+            self._offset = end
+
+    def _index_row(self, raw: bytes, images: set[str] | None) -> None:
+        try:
+            obj = json.loads(raw)
             key = record_key(obj)
-            if key is not None:
-                self._keys.add(key)
-                if images is not None and isinstance(obj.get("image"), str):
-                    images.add(obj["image"])
-        self._offset += end
+        except (ValueError, RecursionError):  # torn, malformed or nested too deeply: the reader reports it
+            return  # it does not count as done
+        if key is not None:
+            self._keys.add(key)
+            if images is not None and isinstance(obj.get("image"), str):
+                images.add(obj["image"])
 
     def refresh(self) -> None:
         """Bring the index up to date: the whole folder the first time, then only what was appended."""
