@@ -386,7 +386,7 @@ def _constant_as_null(name: str) -> None:
 
 def _parse_line(raw: bytes) -> dict | str | None:
     """One line as a dict, None for a blank line, or what is wrong with it (text)."""
-    text = raw.rstrip(b"\r\n")
+    text = raw.rstrip(b"\r\n").removeprefix(b"\xef\xbb\xbf")  # a byte-order mark an editor put first
     if not text.strip():
         return None
     try:

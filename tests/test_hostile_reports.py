@@ -104,6 +104,7 @@ RECORDS = [
     ("line-over-128-kib", [b'{"candidate":"' + b"x" * (200 * 1024) + b'"}'], 1, 0, 1),
     ("crlf-line-ends", [rec() + b"\r", rec(candidate="slow") + b"\r"], 3, 0, 0),
     ("blank-lines", [b"", b"   ", b"\t"], 1, 0, 0),
+    ("byte-order-mark-before-a-record", [b"\xef\xbb\xbf" + rec(candidate="slow"), b"\xef\xbb\xbf"], 2, 0, 0),
     ("control-characters-in-names", [rec(candidate="evil\nRouter: forged, 999 decisions"),
                                      rec(candidate="del\x7f c1\x85\x9b esc\x1b[31m bidi\u202e sep\u2028"),
                                      rec(router="r\rX", budget="b\nTarget 1 s/image"),
