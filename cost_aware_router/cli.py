@@ -8,13 +8,12 @@ traceback instead).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from .errors import RouterError
-from .fileutil import check_writable, exclusive, printable, read_prompts
+from .fileutil import check_writable, exclusive, json_text, printable, read_prompts
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTER = PACK_DIR / "router_weights" / "default.safetensors"
@@ -150,7 +149,7 @@ def _route(args, router, budget, prompts) -> int:
         holder.save_state(args.state)
     for d in decisions:
         if args.json:
-            print(json.dumps(d.to_json(), ensure_ascii=False))
+            print(json_text(d.to_json()))
         else:
             cfg = ", ".join(f"{k}={v}" for k, v in d.config.items())
             short = d.prompt if len(d.prompt) <= 70 else d.prompt[:67] + "..."
@@ -233,7 +232,7 @@ def _emit(result: dict, args, title: str) -> None:
 
         save_plot(plot_deferral(result, title), args.plot, overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(result))
+        print(json_text(result))
     else:
         s = result["summary"]
         print(f"{title}: {s['prompts']} prompts, metric {s['metric']}")
@@ -365,8 +364,8 @@ def cmd_replay(args) -> int:
     keys = ("prompts", "mean_score", "mean_cost", "explored_share")
     if args.json:
         for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
-        print(json.dumps({"summary": {k: summary[k] for k in keys}}))
+            print(json_text(row))
+        print(json_text({"summary": {k: summary[k] for k in keys}}))
     else:
         print(f"replayed {summary['prompts']} prompts of {Path(args.data_dir).name}: mean {ds.metric} "
               f"{summary['mean_score']:.4g}, mean cost {summary['mean_cost']:.3g} s/image, explored "

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -145,6 +148,29 @@ def bounded_lines(fh, limit: int):
             yield lineno, None
         else:
             yield lineno, raw
+
+
+def _finite(value):
+    """A copy of ``value`` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(value, ascii_only: bool = False) -> str:
+    """``value`` as one line of strict JSON for a terminal or a pipe: every number finite (a non-finite
+    one is null), and DEL, C1 controls, lone surrogates, line and paragraph separators and bidirectional
+    controls written as ``\\u`` escapes (C0 controls always are); ``ascii_only`` escapes every
+    non-ASCII character. What the ``--json`` outputs print."""
+    text = json.dumps(_finite(value), ensure_ascii=ascii_only, allow_nan=False)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def printable(text, newlines: bool = False) -> str:

@@ -34,7 +34,6 @@ cannot forge a report line.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -44,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .decision_log import iter_log, log_files
-from .fileutil import printable
+from .fileutil import json_text, printable
 
 MAX_NUMBER = 1e12  # largest magnitude of a cost, quality, target or distance the report accepts
 MAX_NAME_CHARS = 200  # a candidate name (as in a scored-generations folder and a router file)
@@ -349,22 +348,11 @@ def summarise_log(path: str | os.PathLike, windows: int = 20) -> dict:
 # -- output ------------------------------------------------------------------------------------------
 
 
-def _finite(value: Any) -> Any:
-    """A copy of ``value`` with every non-finite float replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def report_json(summary: dict) -> str:
     """The summary as one line of strict JSON: every number finite (a non-finite one is null), pure ASCII
     (every non-ASCII character, C1 controls and lone surrogates included, as a ``\\u`` escape) and DEL
     escaped too, so no control character reaches a terminal."""
-    return json.dumps(_finite(summary), ensure_ascii=True, allow_nan=False).replace("\x7f", "\\u007f")
+    return json_text(summary, ascii_only=True)
 
 
 def _span_words(seconds: float) -> str:

@@ -95,3 +95,15 @@ def test_a_changed_candidate_is_refused_at_the_start_naming_it(tmp_path, tiny_pi
     path.write_text(path.read_text().replace('name = "slow"', 'name = "slow-v2"'))
     collect(PROMPTS[:2], read_candidates(path), out, tiny_scorer_dir, size=32)
     assert sorted(load_dataset(out).candidates) == ["fast", "slow", "slow-v2"]
+
+
+def test_route_json_escapes_del_c1_and_separators(capsys, tmp_path):
+    """--json output is strict JSON whose text holds no DEL, C1 control, separator or bidi control raw."""
+    from cost_aware_router import cli
+
+    prompt = "a cat\x7f\x85\u2028\u202e \u00e9\U0001F98A"
+    (tmp_path / "p.txt").write_bytes((prompt + "\n").encode("utf-8", "surrogatepass"))
+    assert cli.main(["route", "--prompts-file", str(tmp_path / "p.txt"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert not any(ch in out for ch in "\x7f\x85\u2028\u202e") and "\u00e9\U0001F98A" in out
+    assert json.loads(out)["prompt"] == prompt
