@@ -96,9 +96,10 @@ def _holder(args, router, budget):
     if plan.target is None or plan.force is not None:
         raise RouterError("--hold-budget holds a target average cost: give --budget SECONDS (or no budget flag, for "
                           "the router's default), not --cost-weight, --best-quality or --force")
+    # a learnt router keeps its lineage across feedback updates, so its held average is not lost
     if args.state:
-        return load_state(args.state, router.fingerprint, plan.target, plan.blended_cost_weight, router.cost)
-    return BudgetHolder(plan.target, plan.blended_cost_weight, router.cost, router.fingerprint)
+        return load_state(args.state, router.lineage, plan.target, plan.blended_cost_weight, router.cost)
+    return BudgetHolder(plan.target, plan.blended_cost_weight, router.cost, router.lineage)
 
 
 def _warn_scale(router, observed) -> None:

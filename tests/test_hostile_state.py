@@ -107,3 +107,24 @@ def test_route_json_escapes_del_c1_and_separators(capsys, tmp_path):
     out = capsys.readouterr().out
     assert not any(ch in out for ch in "\x7f\x85\u2028\u202e") and "\u00e9\U0001F98A" in out
     assert json.loads(out)["prompt"] == prompt
+
+
+def test_held_state_survives_a_feedback_update_of_a_learnt_router(capsys, tmp_path, agiqa_router_file, agiqa_split):
+    """A learnt router keeps its lineage: its held average carries on after Router Feedback rewrites it."""
+    from cost_aware_router import cli
+    from cost_aware_router.online import update_router
+    from cost_aware_router.router_file import load_router, save_router
+
+    state, prompts = tmp_path / "s.json", agiqa_split[1].prompts[:6]
+    learnt = tmp_path / "learnt.safetensors"
+    base = load_router(agiqa_router_file)
+    save_router(update_router(base, prompts[:1], ["sd15-10"], [2.0])[0], learnt)
+    for i in range(3):
+        argv = ["route", prompts[i + 1], "--router", str(learnt), "--budget", "2", "--hold-budget", "--state",
+                str(state), "--json"]
+        assert cli.main(argv) == 0, capsys.readouterr().err
+        r = load_router(learnt)
+        save_router(update_router(r, [prompts[i + 1]], ["sd15-50"], [3.0])[0], learnt, overwrite=True)
+        assert load_router(learnt).fingerprint != r.fingerprint
+    capsys.readouterr()
+    assert json.loads(state.read_text())["count"] == 3
