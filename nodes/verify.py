@@ -123,8 +123,8 @@ class EscalationPlanNode(io.ComfyNode):
                          "verify_and_escalate so the average cost including escalations meets the target")
         if "held" in d.extra:
             h = d.extra["held"]
-            lines.append(f"holding a target of {h['target']:g} s/image: realised average "
-                         f"{h['realised_mean_cost']:.3g} s over {h['count']} prompt(s), escalations included")
+            lines.append(f"holding {h['target']:g} s/image on average: {h['realised_mean_cost']:.3g} s/image so far "
+                         f"over {h['count']} prompt(s), escalations included")
         text = "\n".join(lines)
         decision = EscalationDecision(routed, first, score, nxt is not None, target, words, warnings)
         return io.NodeOutput(model, clip, vae, *settings(cand), target, nxt is not None, decision, text,

@@ -92,7 +92,7 @@ def test_an_escalation_is_logged_and_counted_in_the_held_budget(comfy, escalatin
     assert texts(entry, "route")[0].startswith("chose 'cheap'")
     assert "dear_sample" in executed
     plan = texts(entry, "plan")[0]
-    assert "holding a target of 1 s/image: realised average 2.5 s over 1 prompt(s), escalations included" in plan
+    assert "holding 1 s/image on average: 2.5 s/image so far over 1 prompt(s), escalations included" in plan
     saved = json.loads(state.read_text())
     assert saved["count"] == 1 and saved["total_cost"] == pytest.approx(0.5 + 2.0)  # one prompt, two images
     lines = [json.loads(x) for x in log.read_text().splitlines()[before:]]
