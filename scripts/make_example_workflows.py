@@ -53,7 +53,7 @@ SIZE = {
     "preview_image": (560, 420),
     "anchors": (560, 290),
     "add": (560, 350),
-    "feedback": (420, 240),
+    "feedback": (420, 260),
     "plan": (420, 380),
     "verify": (560, 290),
 }
@@ -463,7 +463,8 @@ def route_score_learn() -> dict:
     score = scorer_node(g, c_learn)
     p, s = c_learn.place("feedback")
     learn = g.node("CostAwareRouter.Feedback", p, [LEARN_ROUTER, "my_router_learnt"],
-                   inputs=[("prompt", "STRING"), ("label", "STRING"), ("score", "FLOAT")],
+                   inputs=[("prompt", "STRING"), ("label", "STRING"), ("score", "FLOAT"),
+                           ("scored", "COST_AWARE_SCORED")],
                    outputs=[("router_name", "STRING"), ("report", "STRING")], size=s, color=PURPLE)
     g.link(dec, 0, score, "image")
     g.link(text, 0, score, "prompt")
