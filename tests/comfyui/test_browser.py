@@ -213,9 +213,10 @@ def test_the_decision_is_drawn_on_the_router_node(page):
     _ran(t, "route_and_generate")
     route = by_type(t["after_run"], "CostAwareRouter.Route")[0]
     text = route["report"]
-    assert re.match(r"chose '(sd15-50|sd15-10|sd15-50-lowcfg|sd15-50-highcfg|sdxl-50)': ", text), text
-    assert "\nbudget: target average cost 3 s/image" in text and "predicted mos_quality" in text
-    assert "costs are the router file's" in text
+    assert re.match(r"chose '(sd15-50|sd15-10|sd15-50-lowcfg|sd15-50-highcfg|sdxl-50)' \([\d.]+ s/image\): ",
+                    text), text
+    assert "\nbudget: target average cost 3 s/image" in text and "standard units of mos_quality" in text
+    assert "Costs: the router file's" in text
     assert route["report_dom"].replace("\u2011", "-") == text  # what the page shows is the report
     assert route["report_box"] >= 20 * 14  # twenty lines without scrolling
 
@@ -272,7 +273,7 @@ def test_route_score_learn_teaches_a_learnt_copy(page):
     t = page["templates"]["route_score_learn"]
     _ran(t, "route_score_learn")
     route = by_type(t["after_run"], "CostAwareRouter.Route")[0]["report"]
-    chose = re.match(r"chose '(sd15-25|sd15-8|sdxl-turbo-1)': ", route)
+    chose = re.match(r"chose '(sd15-25|sd15-8|sdxl-turbo-1)' \([\d.]+ s/image\): ", route)
     assert chose, route
     learnt = by_type(t["after_run"], "CostAwareRouter.Feedback")[0]["report"]
     assert re.match(rf"learnt: '{chose.group(1)}' scored [-\d.e+]+ on this prompt; my_router_learnt\.safetensors "

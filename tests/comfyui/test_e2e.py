@@ -154,7 +154,7 @@ def test_held_budget_keeps_its_state_and_every_decision_is_logged(comfy):
         assert entry["status"]["status_str"] == "success", error_message(entry)
         text = texts(entry, "route")[0]
         costs.append({"cats": 0.5, "cars": 2.0}[re.match(r"chose '(\w+)'", text).group(1)])
-        assert f"holding a target of 1 s/image: realised average {np.mean(costs):.3g} s over {i + 1} prompt(s)" in text
+        assert f"holding 1 s/image on average: {np.mean(costs):.3g} s/image so far over {i + 1} prompt(s)" in text
     saved = json.loads(state.read_text())
     assert saved["count"] == 6 and saved["target"] == 1.0 and saved["total_cost"] == pytest.approx(sum(costs))
     lines = [json.loads(x) for x in log.read_text().splitlines()[before:]]
