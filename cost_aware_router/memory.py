@@ -2,10 +2,12 @@
 
 A learnt router's memory holds ``knn_x`` [N, d] (unit prompt embeddings), ``knn_y`` [N, C]
 (normalised scores, NaN where unscored), ``knn_n`` [N, C] (how many cells were merged into each
-scored cell: 1 unless merged), ``knn_d`` [N] (a relative memory only: each row's difficulty) and
-its **probes**: a uniform sample of at most ``PROBES`` rows, each with its ``width(N)`` most similar
-other rows (``knn_probe`` [P] row numbers, ``knn_nbr`` [P, W] their neighbours by decreasing
-similarity, ``knn_nbs`` [P, W] the similarities).
+scored cell: 1 unless merged), each row's difficulty once it has enough fully scored rows
+(``knn_d`` [N] in a relative memory, which predicts with it; ``knn_dp`` in a plain one, which keeps
+it for the next choice between the two, ``online.py``) and its **probes**: a uniform sample of at
+most ``PROBES`` rows, each with its ``width(N)`` most similar other rows (``knn_probe`` [P] row
+numbers, ``knn_nbr`` [P, W] their neighbours by decreasing similarity, ``knn_nbs`` [P, W] the
+similarities).
 
 * ``add_rows``: a new prompt's row is **merged** into its most similar row when the two prompts are
   near-duplicates (cosine similarity at least ``DUPLICATE_SIM``) or when the memory already holds
@@ -66,25 +68,29 @@ class Memory:
     X: np.ndarray  # [N, d] float32
     Y: np.ndarray  # [N, C] float32, NaN unscored
     cnt: np.ndarray  # [N, C] float32 cells merged into each scored cell
-    D: np.ndarray | None  # [N] float64 row difficulty (relative memory) or None (plain)
+    D: np.ndarray | None  # [N] float64 row difficulty, or None (not estimated: too few fully scored rows)
     probe: np.ndarray  # [P] int64 row numbers
     nbr: np.ndarray  # [P, W] int64 neighbours, most similar first
     nbs: np.ndarray  # [P, W] float32 their similarities
+    relative: bool = False  # whether predictions use D (the relative memory)
 
     @classmethod
     def of(cls, pred) -> Memory:
         X, Y = np.asarray(pred.X, dtype=np.float32), np.asarray(pred.Y, dtype=np.float32)
         cnt = (~np.isnan(Y)).astype(np.float32) if pred.cnt is None else np.asarray(pred.cnt, dtype=np.float32)
-        D = None if pred.D is None else np.asarray(pred.D, dtype=np.float64)
+        D = pred.D if pred.D is not None else pred.D_plain
+        D = None if D is None else np.asarray(D, dtype=np.float64)
         if pred.probes is not None:
             probe, nbr, nbs = pred.probes
         else:
             probe, nbr, nbs = (np.zeros(0, np.int64), np.zeros((0, width(len(X))), np.int64),
                                np.zeros((0, width(len(X))), np.float32))
-        return cls(X, Y, cnt, D, probe, nbr, nbs)
+        return cls(X, Y, cnt, D, probe, nbr, nbs, pred.D is not None)
 
     def tensors(self) -> dict[str, np.ndarray]:
         out = {"knn_x": self.X, "knn_y": self.Y, "knn_n": self.cnt}
+        if self.D is not None:
+            out["knn_d" if self.relative else "knn_dp"] = self.D.astype(np.float32)
         if len(self.probe) and self.nbr.shape[1]:
             out.update(zip(PROBE_TENSORS, (self.probe, self.nbr, self.nbs)))
         return out
@@ -198,7 +204,7 @@ def top_up(mem: Memory, rng: np.random.Generator, work: int = PROBE_WORK) -> Mem
 
 
 def new_difficulty(mem: Memory, n_before: int, S_app: np.ndarray, mu: np.ndarray, kd: int) -> np.ndarray:
-    """Row difficulties after rows ``n_before`` .. N-1 were appended to a relative memory: a fully scored row's
+    """Row difficulties after rows ``n_before`` .. N-1 were appended to a memory that keeps them: a fully scored row's
     is its own mean offset from ``mu`` (the fully scored rows' candidate means); an appended row's the
     similarity- and count-weighted mean offset of its ``kd`` nearest other rows; other rows keep theirs."""
     e, n = offsets(mem.Y, mu)

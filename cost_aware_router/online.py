@@ -33,8 +33,8 @@ to a router without retraining it from scratch:
   ``memory.PROBES`` probe rows (every row of a smaller memory, exactly as described), and runs at the
   first update and then once ``RESELECT_SHARE`` of the memory is new (recorded in the router's
   ``training["online_selection"]``, so it survives a restart); in between, k, alpha, the variant and
-  the calibration are kept and the candidate means follow every update. Past ``memory.PROBES`` rows
-  a plain memory stays plain (a relative one needs every row's difficulty).
+  the calibration are kept and the candidate means follow every update. A plain memory keeps its
+  rows' difficulties too (``knn_dp``), so past ``memory.PROBES`` rows it can still become relative.
 * Every score is checked against what stores it before anything is learnt (``score_problem``): a
   32-bit float in the file, normalised; and the learnt router must save and load again
   (``router_file.check_router``), or the update is refused with one line and nothing changes. The
@@ -66,7 +66,7 @@ from .budget import Budget, calibrate
 from .errors import RouterError, RouterFileError
 from .explore import decide
 from .hold import BudgetHolder
-from .memory import MAX_ROWS, PROBES, Memory, add_rows, new_difficulty, offsets, top_up, update_probes, weighted_means
+from .memory import MAX_ROWS, Memory, add_rows, new_difficulty, offsets, top_up, update_probes, weighted_means
 from .predictors import ALPHAS, PROBE_TENSORS, KNNPredictor, significant_best
 from .router import Router
 from .router_file import check_router
@@ -226,7 +226,8 @@ def _relative_error(pred: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return ((P - T) ** 2).sum(axis=1)
 
 
-def _select_k_alpha(mem: Memory, k_old: int) -> tuple[int, float, float, np.ndarray | None, dict, np.ndarray]:
+def _select_k_alpha(mem: Memory, k_old: int
+                    ) -> tuple[int, float, float, np.ndarray | None, bool, dict, np.ndarray]:
     """Choose the memory's variant and its (k, alpha, partial_weight), on the probe rows (``memory.py``).
 
     * plain: each candidate's prediction is the similarity-weighted mean of its neighbours' scores,
@@ -237,11 +238,13 @@ def _select_k_alpha(mem: Memory, k_old: int) -> tuple[int, float, float, np.ndar
     Within each, (k, alpha, partial_weight) are chosen by leave-one-out error (``_fit_variant``).
     Between them, by what decides a route: on the fully scored probe rows, the leave-one-out error of
     the predicted differences between candidates; relative is kept only when it beats plain there by
-    more than one standard error (a plain memory is what training makes). A memory whose rows are not
-    all probes (more than ``memory.PROBES``) and has no difficulties yet stays plain.
+    more than one standard error (a plain memory is what training makes). The rows' difficulties are
+    kept either way (a plain memory keeps them for its next choice): the probe rows' estimated again,
+    the fully scored rows' their own offsets, the others' as they were. A memory of more rows than
+    probes that has none yet (a file from an older version) stays plain.
 
-    Returns (k, alpha, partial_weight, row difficulty [N] or None for plain, a report, leave-one-out
-    predictions [Q, C] of the probe rows' cells with that setting)."""
+    Returns (k, alpha, partial_weight, row difficulties [N] or None, whether relative, a report,
+    leave-one-out predictions [Q, C] of the probe rows' cells with that setting)."""
     Y, cnt = mem.Y, mem.cnt
     N = len(Y)
     grid = [k for k in KNNPredictor.K_GRID if k < N] or [1]
@@ -249,16 +252,17 @@ def _select_k_alpha(mem: Memory, k_old: int) -> tuple[int, float, float, np.ndar
     obs = ~np.isnan(Y)
     rep: dict = {"loo_observations": int(obs[q].sum()), "loo_rows": int(len(q)), "memory_rows": int(N)}
     if N < 2:
-        return k_old, 0.0, 1.0, None, {**rep, "loo_note": "fewer than 2 memory rows"}, \
+        return k_old, 0.0, 1.0, mem.D, False, {**rep, "loo_note": "fewer than 2 memory rows"}, \
             np.tile(weighted_means(Y, cnt), (len(q), 1))
     complete = obs.all(axis=1)
+    cq = complete[q]
     plain = _fit_variant(nb, q, Y, np.zeros(N), cnt, (1.0,), grid, k_old)
     rep.update(memory="plain", **plain[3])
-    cq = complete[q]
-    if len(q) < N and mem.D is None:
-        return *plain[:3], None, {**rep, "memory_note": f"past {PROBES:,} rows a plain memory stays plain"}, plain[4]
     if complete.all() or cq.sum() < MIN_COMPLETE_ROWS:
-        return *plain[:3], None, {**rep, "memory_note": f"{int(cq.sum())} fully scored rows"}, plain[4]
+        return *plain[:3], mem.D, False, {**rep, "memory_note": f"{int(cq.sum())} fully scored rows"}, plain[4]
+    if len(q) < N and mem.D is None:
+        return *plain[:3], None, False, {**rep, "memory_note": "more rows than probes and no row difficulties: "
+                                         "the memory stays plain"}, plain[4]
     # difficulty is measured against the fully scored rows' candidate means: the means over every
     # observed cell lean towards the prompts each candidate happened to be chosen for
     mu_c = weighted_means(Y[complete], cnt[complete])
@@ -272,9 +276,9 @@ def _select_k_alpha(mem: Memory, k_old: int) -> tuple[int, float, float, np.ndar
     rep.update(difference_error_plain=float(e_plain.mean()), difference_error_relative=float(e_rel.mean()),
                difference_rows=int(cq.sum()), **drep)
     if best is None:
-        return *plain[:3], None, rep, plain[4]
+        return *plain[:3], D, False, rep, plain[4]
     rep.update(memory="relative", **relative[3])
-    return *relative[:3], D, rep, relative[4]
+    return *relative[:3], D, True, rep, relative[4]
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,7 +388,7 @@ def _selection_due(training: dict, observations: int) -> bool:
 
 def _grow(router: Router, new_x: np.ndarray, new_y: np.ndarray, observations: int) -> tuple[Memory, dict]:
     """The memory with the new rows merged or appended, its probes kept up (``memory.py``), and the new rows'
-    difficulty in a relative memory."""
+    difficulty in a memory that keeps them."""
     pred = router.predictor
     mem0 = Memory.of(pred)
     rng = np.random.default_rng([len(mem0.X), observations])
@@ -413,24 +417,23 @@ def _learn(router: Router, new_x: np.ndarray, new_y: np.ndarray, observations: i
     enough = len(mem.probe) >= min(len(mem.X), MIN_PROBES)
     selected = enough and _selection_due(router.training or {}, observations)
     if selected:
-        k, alpha, pw, mem.D, loo_rep, loo_pred = _select_k_alpha(mem, k_old)
+        k, alpha, pw, mem.D, mem.relative, loo_rep, loo_pred = _select_k_alpha(mem, k_old)
         rep.update(loo_rep)
         training.update(online_selection={"observations": observations, "rows": int(len(mem.X))},
                         online_difficulty_k=loo_rep.get("difficulty_k"))
     rep.update(selected=bool(selected), k=k, alpha=alpha, partial_weight=pw,
-               memory="plain" if mem.D is None else "relative")
+               memory="relative" if mem.relative else "plain")
     tensors, params = pred.state()
-    for name in ("knn_d", *PROBE_TENSORS):
+    for name in ("knn_d", "knn_dp", *PROBE_TENSORS):
         tensors.pop(name, None)
-    if mem.D is not None:  # the candidate means of the relative scores, at the memory's mean difficulty
+    if mem.relative:  # the candidate means of the relative scores, at the memory's mean difficulty
         mu = weighted_means(mem.Y.astype(np.float64) - mem.D[:, None], mem.cnt) + float(mem.D.mean())
     else:
         mu = weighted_means(mem.Y, mem.cnt)
     tensors.update(mem.tensors(), mu=mu.astype(np.float32))
     params = {**params, key: (k if key == "k" else float(k)), "alpha": alpha}
     params.pop("partial_weight", None)
-    if mem.D is not None:
-        tensors["knn_d"] = mem.D.astype(np.float32)
+    if mem.relative:
         params["partial_weight"] = pw
     new_pred = type(pred).from_state(tensors, params)  # mu as stored (float32), so a saved copy predicts the same
     cal = router.calibration

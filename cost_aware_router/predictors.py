@@ -131,6 +131,7 @@ class Predictor:
         self.mu = None
         self.D = self.RW = None  # kNN memory only: row difficulties learnt from bandit feedback (online.py)
         self.cnt = self.probes = None  # kNN memory learnt from feedback: cell counts and probe lists (memory.py)
+        self.D_plain = None  # a plain memory's row difficulties, kept for its next choice of variant (online.py)
 
     # -- interface -------------------------------------------------------------------
     def fit(self, X: np.ndarray, Y: np.ndarray, cost: np.ndarray, folds: int = 5, seed: int = 0,
@@ -190,7 +191,8 @@ class Predictor:
 # the kNN memory: knn_x [N, d], knn_y [N, C] (NaN = unscored), and, once it has learnt from bandit
 # feedback (online.py), knn_d [N] (each row's difficulty) with the param partial_weight; a memory
 # learnt by this version also keeps knn_n [N, C] (cells merged into each scored cell) and its probe
-# lists knn_probe [P], knn_nbr [P, W], knn_nbs [P, W] (memory.py)
+# lists knn_probe [P], knn_nbr [P, W], knn_nbs [P, W] (memory.py); a plain one its rows' difficulties
+# as knn_dp [N] (not used to predict)
 PROBE_TENSORS = ("knn_probe", "knn_nbr", "knn_nbs")
 
 
@@ -203,6 +205,8 @@ def memory_state(pred: Predictor, params: dict) -> tuple[dict, dict]:
     if pred.D is not None:
         tensors["knn_d"] = pred.D
         params = {**params, "partial_weight": float(pred.params["partial_weight"])}
+    if pred.D_plain is not None:
+        tensors["knn_dp"] = pred.D_plain
     if pred.cnt is not None:
         tensors["knn_n"] = pred.cnt
     if pred.probes is not None:
@@ -216,6 +220,7 @@ def memory_load(pred: Predictor, tensors: dict) -> None:
     pred.D = np.asarray(tensors["knn_d"], dtype=np.float32) if tensors.get("knn_d") is not None else None
     pred.RW = None if pred.D is None else memory_row_weights(pred.Y, float(pred.params.get("partial_weight", 1.0)))
     pred.cnt = np.asarray(tensors["knn_n"], dtype=np.float32) if tensors.get("knn_n") is not None else None
+    pred.D_plain = np.asarray(tensors["knn_dp"], dtype=np.float32) if tensors.get("knn_dp") is not None else None
     pred.probes = None
     if all(tensors.get(t) is not None for t in PROBE_TENSORS):
         probe, nbr, nbs = (tensors[t] for t in PROBE_TENSORS)

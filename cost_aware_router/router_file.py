@@ -318,7 +318,11 @@ def _integral(t: np.ndarray, low: int, high: int) -> bool:
 
 
 def _memory_extras(path: Path, tensors: dict, N: int, C: int) -> None:
-    """The cell counts and probe lists of a kNN memory learnt from feedback (``memory.py``), when present."""
+    """The cell counts, a plain memory's row difficulties and the probe lists of a kNN memory learnt from
+    feedback (``memory.py``), when present."""
+    if "knn_dp" in tensors:
+        _need("knn_d" not in tensors and tensors["knn_dp"].shape == (N,) and np.isfinite(tensors["knn_dp"]).all(),
+              path, f"tensor 'knn_dp' must hold {N} finite numbers (one per memory row), and not with 'knn_d'")
     if "knn_n" in tensors:
         n, scored = tensors["knn_n"], ~np.isnan(tensors["knn_y"])
         _need(n.shape == (N, C) and np.isfinite(n).all() and (n >= 0).all() and (n[scored] >= 1).all(), path,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import DATA, rewrite_router, set_meta
 
-from cost_aware_router import cli, memory
+from cost_aware_router import cli, memory, online
 from cost_aware_router.errors import RouterError, RouterFileError
 from cost_aware_router.memory import Memory
 from cost_aware_router.online import replay, update_router
@@ -258,6 +258,40 @@ def test_selection_runs_at_first_then_every_five_percent_and_survives_a_restart(
     assert rep["selected"] and router.training["online_selection"]["observations"] == 40 + due
 
 
+@pytest.mark.parametrize("difficulties", [None, "knn_d", "knn_dp"])
+def test_past_the_probes_the_variant_is_chosen_on_them_and_difficulties_are_kept(start, stream, tmp_path,
+                                                                                 monkeypatch, difficulties):
+    """With more rows than probes the variant is chosen on the probe rows, keeping every row's difficulty
+    whichever wins (a plain memory keeps them as knn_dp, so it can become relative later); a memory without
+    any (a file from an older version) stays plain."""
+    prompts, E = stream
+    monkeypatch.setattr(memory, "PROBES", 64)
+    monkeypatch.setattr(online, "MIN_PROBES", 32)
+    tensors, params = start.predictor.state()
+    N0, C = len(tensors["knn_x"]), len(start.names)
+    Y = np.concatenate([tensors["knn_y"], np.full((40, C), np.nan, np.float32)])
+    Y[np.arange(N0, N0 + 40), np.arange(40) % C] = np.random.default_rng(0).normal(size=40)
+    tensors.update(knn_x=np.concatenate([tensors["knn_x"], E[:40]]), knn_y=Y)
+    if difficulties:
+        tensors[difficulties] = np.random.default_rng(1).normal(size=N0 + 40).astype(np.float32) * 0.1
+        params = {**params, "partial_weight": 0.5} if difficulties == "knn_d" else params
+    router = start.copy(predictor=KNNPredictor.from_state(tensors, params))
+    assert (router.predictor.D is not None) == (difficulties == "knn_d")
+    new, rep = update_router(router, prompts[40:42], start.names[:2], [3.0, 3.1], embeddings=E[40:42])
+    assert rep["selected"] and rep["loo_rows"] == 64 and rep["memory_rows"] == N0 + 42
+    if difficulties is None:
+        assert rep["memory"] == "plain" and "no row difficulties" in rep["memory_note"]
+        assert new.predictor.D is None and new.predictor.D_plain is None
+    else:
+        assert rep["difference_rows"] >= 8 and rep["memory"] in ("plain", "relative")
+        kept = new.predictor.D if rep["memory"] == "relative" else new.predictor.D_plain
+        assert kept is not None and kept.shape == (N0 + 42,)
+        back = load_router(save_router(new, tmp_path / "r.safetensors"))
+        assert (back.predictor.D is None) == (rep["memory"] == "plain")
+        np.testing.assert_array_equal(back.predictor.D if back.predictor.D is not None else back.predictor.D_plain,
+                                      kept)
+
+
 def _synthetic_memory(n, rng, C=5, d=384):
     centres = rng.normal(size=(500, d))
     X = centres[rng.integers(500, size=n)] + rng.normal(size=(n, d)) * 0.05
@@ -314,6 +348,7 @@ def test_a_learnt_file_from_an_older_version_gets_its_probes_and_counts(start, s
     (lambda t: t.__setitem__("knn_nbs", t["knn_nbs"][:, :-1]), r"probe tensors must have shapes"),
     (lambda t: t.pop("knn_nbr"), r"go together"),
     (lambda t: t["knn_n"].__setitem__((0, 0), -1.0), r"tensor 'knn_n' must hold"),
+    (lambda t: t.__setitem__("knn_dp", np.zeros(3, np.float32)), r"tensor 'knn_dp' must hold \d+ finite numbers"),
 ])
 def test_broken_memory_tensors_are_refused(start, stream, tmp_path, mutate, message):
     path = _learnt_file(start, stream, tmp_path / "learnt.safetensors")
