@@ -378,7 +378,8 @@ def decide_observed(cas: Cascade | None, names: list[str], cost: np.ndarray, z_r
     if not covered or not cas.enabled:
         why = ("this router cannot escalate (no verify-and-escalate policy in its file)" if cas is None else
                "escalation did not pay on this router's training prompts (it is switched off)" if not cas.enabled
-               else "candidates were added after its verify-and-escalate policy was trained (retrain to escalate)")
+               else "its candidates differ from those its verify-and-escalate policy was trained on (a candidate "
+               "was added, or the pool holds only some of them): routing alone")
         deliver.words = f"delivered '{names[kept[0]]}' (seed {kept[1]}): best score {kept[2]:.4g}; {why}"
         return deliver
     qc = np.full(C, -np.inf)
@@ -389,7 +390,7 @@ def decide_observed(cas: Cascade | None, names: list[str], cost: np.ndarray, z_r
     if len(observations) < cas.max_images:
         nxt = int(step(cas, z_row[None, :C], obs[None, :], qc[None, :], np.array([spent]), lam, cost[:C],
                        None if allowed is None else np.asarray(allowed)[:C], max_cost)[0])
-    shown = f"{metric} {kept[2]:.4g}"
+    shown = f"score {kept[2]:.4g}" + ("" if metric == "score" else f" ({metric})")
     if nxt < 0:
         deliver.words = (f"kept '{names[kept[0]]}' (seed {kept[1]}, {shown}): no candidate not yet generated is "
                          f"expected to add more than its cost at cost weight {lam:.3g}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.budget import BUDGET_MODES, DEFAULT, HOLD, Budget
+from ..cost_aware_router.subset import restrict
 from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool, Routed, generation_outputs, router_input, settings
 from .shared import RoutedPrompt, get_router, log_decision, route_held, router_stamp
 
@@ -83,7 +84,9 @@ class CostAwareRouterNode(io.ComfyNode):
                 log_decisions=True, explore=0.0, reset_budget_state=False, verify_and_escalate=False
                 ) -> io.NodeOutput:
         r = get_router(router)
-        r.check_candidates(pool.labels)
+        if any(label not in r.names for label in pool.labels):
+            r.check_candidates(pool.labels)  # names what the pool has that the router does not
+        r = restrict(r, pool.labels)  # a pool may hold any of the router's candidates: budgets recalibrated
         if pool.costs():
             r = r.with_costs(pool.costs())
         budget = Budget.from_mode(budget_mode, budget_value, max_cost, force_candidate or "")

@@ -8,8 +8,8 @@ folder, so it survives restarts; decisions are appended to output/cost_aware_rou
 
 from __future__ import annotations
 
-import contextlib
 import gc
+import hashlib
 import logging
 import os
 import re
@@ -25,7 +25,7 @@ from ..cost_aware_router.budget import Budget
 from ..cost_aware_router.decision_log import append_decisions, decision_records
 from ..cost_aware_router.embed import get_embedder
 from ..cost_aware_router.errors import RouterError
-from ..cost_aware_router.fileutil import child_dir
+from ..cost_aware_router.fileutil import child_dir, exclusive
 from ..cost_aware_router.hold import load_state
 from ..cost_aware_router.pool import ResidentCache
 from ..cost_aware_router.router import Decision, Router
@@ -90,16 +90,19 @@ def _unload_checkpoint(ckpt_name: str, models: tuple) -> None:
 RESIDENT = ResidentCache(_load_checkpoint, _unload_checkpoint)
 
 
-_FILE_LOCK = threading.RLock()
 LOG_FOLDER = "cost_aware_router"
 LOG_NAME = "decisions.jsonl"
 
 
-def hold_state_path(router_name: str, target: float) -> Path:
-    """user/cost_aware_router/budget_state/<router>@<target>s.json (one file per router and target)."""
+def hold_state_path(router_name: str, target: float, labels: list[str] | None = None) -> Path:
+    """user/cost_aware_router/budget_state/<router>-<hash>@<target>s.json: one file per router name, target
+    and (for a pool holding some of the router's candidates) subset. The readable part is shortened and
+    cleaned; the hash of the exact name and subset keeps "my router", "my_router" and long names apart."""
     folder = child_dir(folder_paths.get_user_directory(), os.path.join(LOG_FOLDER, "budget_state"))
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", router_name.removesuffix(".safetensors"))[:80]
-    return folder / f"{stem}@{target:g}s.json"
+    key = "\x00".join([router_name, *(labels or [])]).encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(key, digest_size=5).hexdigest()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", router_name.removesuffix(".safetensors"))[:60]
+    return folder / f"{stem}-{digest}@{target:g}s.json"
 
 
 def route_held(router: Router, router_name: str, prompt: str, budget: Budget, reset: bool,
@@ -111,11 +114,12 @@ def route_held(router: Router, router_name: str, prompt: str, budget: Budget, re
     if plan.target is None or plan.force is not None:
         raise RouterError("'hold target average cost' needs a target (budget_value, seconds per image) and no "
                           "forced candidate")
-    path = hold_state_path(router_name, plan.target)
+    path = hold_state_path(router_name, plan.target, router.names if router.columns is not None else None)
     with exclusive(path.with_name(f".{path.name}.lock")):
         if reset and path.exists():
             path.unlink()
-        holder = load_state(path, router.fingerprint, plan.target, plan.blended_cost_weight, router.cost)
+        # keyed by lineage: a learnt router's held average survives Router Feedback rewriting its file
+        holder = load_state(path, router.lineage, plan.target, plan.blended_cost_weight, router.cost)
         decision = router.route([prompt], budget, holder, explore=explore, observed=observed)[0]
         holder.save_state(path)
     return decision
@@ -153,22 +157,3 @@ class RoutedPrompt:
     held: bool  # 'hold target average cost': an escalation's cost goes into the held state
     escalating: bool  # the budget was read off the router's curve that counts escalations
     log: bool  # decisions are logged
-
-
-@contextlib.contextmanager
-def exclusive(lock_path: Path):
-    """Hold an exclusive lock on ``lock_path`` (threads of this process, and other processes through
-    flock where available): for read-modify-write of one file by several queue items or workers."""
-    with _FILE_LOCK:
-        try:
-            import fcntl
-        except ImportError:  # Windows: the thread lock is all there is
-            yield
-            return
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)

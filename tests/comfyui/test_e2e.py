@@ -143,7 +143,7 @@ def test_held_budget_keeps_its_state_and_every_decision_is_logged(comfy):
     router = train_alternating_router(comfy.root / "models" / "router_weights", "held.safetensors")
     cands = [("cats", "alt_a.safetensors", 2, 7.0, 0.5), ("cars", "alt_b.safetensors", 3, 7.0, 2.0)]
     log = comfy.root / "output" / "cost_aware_router" / "decisions.jsonl"
-    state = comfy.root / "user" / "cost_aware_router" / "budget_state" / "held@1s.json"
+    states = comfy.root / "user" / "cost_aware_router" / "budget_state"
     before = log.read_text().count("\n") if log.exists() else 0
     ids, costs = [], []
     for i in range(6):
@@ -155,6 +155,7 @@ def test_held_budget_keeps_its_state_and_every_decision_is_logged(comfy):
         text = texts(entry, "route")[0]
         costs.append({"cats": 0.5, "cars": 2.0}[re.match(r"chose '(\w+)'", text).group(1)])
         assert f"holding 1 s/image on average: {np.mean(costs):.3g} s/image so far over {i + 1} prompt(s)" in text
+    state = next(states.glob("held-*@1s.json"))  # the name's hash keeps "held" apart from "held " or "held_"
     saved = json.loads(state.read_text())
     assert saved["count"] == 6 and saved["target"] == 1.0 and saved["total_cost"] == pytest.approx(sum(costs))
     lines = [json.loads(x) for x in log.read_text().splitlines()[before:]]
@@ -221,6 +222,24 @@ def test_router_feedback_learns_into_its_own_file(comfy):
     assert entry["status"]["status_str"] == "error"
     assert "is not a router learnt by this node" in error_message(entry)
     assert (weights / router).read_bytes() == before
+
+
+def test_a_pool_with_some_of_the_routers_candidates_routes_among_them(comfy):
+    """A pool may hold any of the router's candidates: with only 'cars' loaded every prompt goes there, and a
+    held budget keeps its own state for the subset (a file apart from the whole router's)."""
+    router = train_alternating_router(comfy.root / "models" / "router_weights", "subset.safetensors")
+    for i in range(2):
+        entry = comfy.run(api_route_graph([("cars", "alt_b.safetensors", 3, 7.0, 2.0)], router, alternating_prompt(i),
+                                          save_prefix="subset", budget_mode=HOLD, budget_value=1.0))
+        assert entry["status"]["status_str"] == "success", error_message(entry)
+        assert texts(entry, "route")[0].startswith("chose 'cars'")
+    entry = comfy.run(api_route_graph([("cats", "alt_a.safetensors", 2, 7.0, 0.5), ("cars", "alt_b.safetensors", 3,
+                                                                                   7.0, 2.0)],
+                                      router, alternating_prompt(0), save_prefix="subset", budget_mode=HOLD,
+                                      budget_value=1.0))
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    states = sorted((comfy.root / "user" / "cost_aware_router" / "budget_state").glob("subset-*@1s.json"))
+    assert len(states) == 2 and sorted(json.loads(s.read_text())["count"] for s in states) == [1, 2]
 
 
 def test_mismatched_router_and_pool_fail_with_both_sides(comfy):
