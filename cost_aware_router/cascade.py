@@ -390,13 +390,13 @@ def decide_observed(cas: Cascade | None, names: list[str], cost: np.ndarray, z_r
     if len(observations) < cas.max_images:
         nxt = int(step(cas, z_row[None, :C], obs[None, :], qc[None, :], np.array([spent]), lam, cost[:C],
                        None if allowed is None else np.asarray(allowed)[:C], max_cost)[0])
-    shown = f"score {kept[2]:.4g}" + ("" if metric == "score" else f" ({metric})")
+    value = f"{kept[2]:.4g}" + ("" if metric == "score" else f" ({metric})")
     if nxt < 0:
-        deliver.words = (f"kept '{names[kept[0]]}' (seed {kept[1]}, {shown}): no candidate not yet generated is "
+        deliver.words = (f"kept '{names[kept[0]]}' (seed {kept[1]}, score {value}): no candidate not yet generated is "
                          f"expected to add more than its cost at cost weight {lam:.3g}")
         return deliver
     return Verdict((nxt, len(observations)), None,
-                   f"escalated to '{names[nxt]}' ({cost[nxt]:.3g} s/image): '{names[kept[0]]}' scored {shown}, and "
+                   f"escalated to '{names[nxt]}' ({cost[nxt]:.3g} s/image): '{names[kept[0]]}' scored {value}, and "
                    f"'{names[nxt]}' is expected to add more than its cost at cost weight {lam:.3g}")
 
 
