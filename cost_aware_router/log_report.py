@@ -156,6 +156,13 @@ class _Series:
         self.fill += 1
         self.n += 1
 
+    def add_to_last(self, x: float) -> None:
+        """Add ``x`` to the last value without counting a new one (an escalation's extra spend)."""
+        if not self.sums:
+            self.add(x)
+        else:
+            self.sums[-1] += x
+
     def _snap(self, pos: int) -> int:
         """The bin boundary nearest to ``pos`` (0 .. n; n itself is one)."""
         return int(pos) if pos >= self.n else min(int(round(pos / self.width)) * self.width, self.n)
@@ -184,8 +191,8 @@ class LogSummary:
 
     def __init__(self, windows: int = 20):
         self.windows = max(1, int(windows))
-        self.n = self.explored = self.fb_seen = self.fb_pos = self.dist_n = 0
-        self.dist_sum = 0.0
+        self.n = self.explored = self.fb_seen = self.fb_pos = self.dist_n = self.escalations = 0
+        self.dist_sum = self.escalation_cost = 0.0
         self.cands: dict[str, list] = {}  # name -> [count, quality sum, quality n, cost sum, cost n]
         self.other: list | None = None
         self.series = _Series()
@@ -222,6 +229,9 @@ class LogSummary:
         except _Malformed as exc:
             self.malformed[str(exc)] += 1
             return
+        if rec.get("escalation") is True:  # verify and escalate: a second image of a prompt already counted
+            self._escalation(c or 0.0, target)
+            return
         self.n += 1
         slot = self._candidate(cand)
         slot[0] += 1
@@ -245,6 +255,15 @@ class LogSummary:
                 self.first = when
             if self.last is None or when[0] > self.last[0]:
                 self.last = when
+
+    def _escalation(self, c: float, target) -> None:
+        """Extra spend on the last decision's prompt: in the cost series and its target's mean, not a decision."""
+        self.escalations += 1
+        self.escalation_cost += c
+        self.series.add_to_last(c)
+        t = self.targets.get(target) if target is not None else None
+        if t is not None:
+            t[1] += c
 
     def _add_groups(self, c, target, router, budget) -> None:
         if target is not None:
@@ -289,6 +308,8 @@ class LogSummary:
                     "fallback_share": _div(self.fb_pos, self.fb_seen), "with_distance": self.dist_n,
                     "mean_distance": _div(self.dist_sum, self.dist_n)},
             "explored": self.explored, "explored_share": _div(self.explored, n),
+            "escalations": self.escalations, "escalation_share": _div(self.escalations, n),
+            "escalation_cost": self.escalation_cost,
             "first_time": self.first[1] if self.first else None, "last_time": self.last[1] if self.last else None,
             "span_seconds": self.last[0] - self.first[0] if self.first else None,
             "routers": [{"router": r, "fingerprint": fp, "count": c}
@@ -396,6 +417,9 @@ def _header(summary: dict) -> list[str]:
     if summary["budgets"]:
         lines.append("Budgets: " + "; ".join(f"{printable(b)} ({c})" for b, c in summary["budgets"].items()))
     lines.append(f"Explored: {summary['explored']} ({_pct(summary['explored_share'])})")
+    if summary.get("escalations"):
+        lines.append(f"Escalated (verify and escalate): {summary['escalations']} ({_pct(summary['escalation_share'])}"
+                     f" of decisions), {summary['escalation_cost']:.3g} s in all, included in the mean cost")
     ood = summary["ood"]
     if ood["fallback_share"] is not None:
         lines.append(f"Out of distribution: {ood['fallback_count']} of {ood['with_fallback']} "

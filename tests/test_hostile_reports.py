@@ -462,3 +462,20 @@ def test_store_index_refuses_a_fifo_without_hanging(tmp_path):
     assert not run.timed_out and run.rc != 0
     assert "generations.jsonl is a FIFO (named pipe), not a regular file" in run.err
     assert DataError.__name__ in run.err
+
+
+def test_an_escalation_is_extra_spend_on_its_prompt_not_a_decision(tmp_path):
+    """Verify and escalate logs a second record for an escalated prompt ("escalation": true): the report
+    counts its cost on that prompt (mean cost and target error include it) but not as a decision."""
+    from cost_aware_router.log_report import format_summary, summarise_log
+
+    log = tmp_path / "d.jsonl"
+    recs = [{"candidate": "cheap", "chosen_cost": 1.0, "target": 2.0}, {"candidate": "cheap", "chosen_cost": 1.0,
+                                                                        "target": 2.0},
+            {"candidate": "dear", "chosen_cost": 3.0, "target": 2.0, "escalation": True}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    s = summarise_log(log)
+    assert s["total"] == 2 and s["escalations"] == 1 and s["escalation_cost"] == 3.0
+    assert [c["candidate"] for c in s["candidates"]] == ["cheap"]
+    assert s["mean_cost"] == pytest.approx(2.5) and s["targets"][0]["mean_cost"] == pytest.approx(2.5)
+    assert "Escalated (verify and escalate): 1 (50.0% of decisions), 3 s in all" in format_summary(s)
