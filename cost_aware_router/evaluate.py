@@ -68,13 +68,16 @@ def curve_points(pred: np.ndarray, Y: np.ndarray, cost: np.ndarray, lams) -> lis
     return choice_points([choose(pred, cost, lam) for lam in lams], Y, cost)
 
 
-def summarise(router_pts, Y: np.ndarray, cost: np.ndarray, names: list[str], full_range: bool = False) -> dict:
+def summarise(router_pts, Y: np.ndarray, cost: np.ndarray, names: list[str], full_range: bool = False,
+              oracle_pts: list | None = None) -> dict:
     """Areas, gap closed and the comparisons with the best single candidate, on complete rows Y. Areas
     span the cheapest candidate's cost to the best single candidate's, or with ``full_range`` to the
-    dearest candidate's (a range that is never empty, also where the cheapest is best on average)."""
+    dearest candidate's (a range that is never empty, also where the cheapest is best on average).
+    ``oracle_pts``: the oracle's (cost, quality) points when already known (a bootstrap reuses its choices)."""
     means = Y.mean(axis=0)
     single = envelope(cost, means)
-    oracle_pts = curve_points(Y, Y, cost, lambda_grid(means, cost, 400))
+    if oracle_pts is None:
+        oracle_pts = curve_points(Y, Y, cost, lambda_grid(means, cost, 400))
     oracle = envelope([p[0] for p in oracle_pts] + list(cost), [p[1] for p in oracle_pts] + list(means))
     rx = [p[0] for p in router_pts]
     ry = [p[1] for p in router_pts]
@@ -274,11 +277,16 @@ def compare_hybrid(runs: dict, Y: np.ndarray, cost: np.ndarray, names: list[str]
     average has no range at all) by routing alone and by verify and escalate over the same prompts
     (rows of ``Y``, the prompt-level table the envelopes and the oracle come from), with bootstrap
     95% intervals over prompts for each and for their difference."""
+    rows = np.arange(len(Y))
+    oracle = np.stack([choose(Y, cost, lam) for lam in lambda_grid(Y.mean(axis=0), cost, 400)])  # [L, n] once
+    o_cost, o_y = cost[oracle], Y[rows[None, :], oracle]
+
     def gaps(idx):
+        o_pts = list(zip(o_cost[:, idx].mean(axis=1), o_y[:, idx].mean(axis=1)))
         out = []
         for c, y in (("rt_cost", "rt_y"), ("hy_cost", "hy_y")):
-            pts = [(float(runs[c][b, idx].mean()), float(runs[y][b, idx].mean())) for b in range(len(runs[c]))]
-            out.append(summarise(pts, Y[idx], cost, names, full_range=True)["gap_closed"])
+            pts = list(zip(runs[c][:, idx].mean(axis=1), runs[y][:, idx].mean(axis=1)))
+            out.append(summarise(pts, Y[idx], cost, names, full_range=True, oracle_pts=o_pts)["gap_closed"])
         return out
 
     n = len(Y)
