@@ -24,6 +24,27 @@ def run_cli(*args, cwd=ROOT, stdin=None):
                           capture_output=True, text=True, env=env, input=stdin, timeout=600)
 
 
+def route_json(capsys, *args):
+    """``route ... --json`` in-process (the embedder loads once): its JSON lines."""
+    from cost_aware_router import cli
+
+    rc = cli.main(["route", *map(str, args), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def cli_error(capsys, *args):
+    """A CLI call in-process that must fail with exit code 2 and one line on stderr: that line."""
+    from cost_aware_router import cli
+
+    rc = cli.main([*map(str, args)])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
 def write_rows(folder: Path, rows, name="generations.jsonl"):
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / name, "w", encoding="utf-8") as fh:

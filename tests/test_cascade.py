@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import DATA, rewrite_router
+from conftest import DATA, cli_error, rewrite_router, route_json
 
 from cost_aware_router import cli
 from cost_aware_router.budget import Budget
@@ -14,21 +14,6 @@ from cost_aware_router.cascade import MIN_COMPLETE, expected_improvement
 from cost_aware_router.hold import BudgetHolder
 from cost_aware_router.router_file import load_router, save_router
 from cost_aware_router.scored import aggregate, read_records
-
-
-def _route(capsys, *args):
-    rc = cli.main(["route", *map(str, args), "--json"])
-    out, err = capsys.readouterr()
-    assert rc == 0, err
-    return [json.loads(line) for line in out.splitlines()]
-
-
-def _error(capsys, *args):
-    rc = cli.main([*map(str, args)])
-    out, err = capsys.readouterr()
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def _table(ds):
@@ -108,13 +93,13 @@ def _check_contract(rows, observed, cost_cap=None):
 
 def test_observed_contract(capsys, agiqa_router_file, contract_case):
     folder, test, observed = contract_case
-    rows = _route(capsys, "--router", agiqa_router_file, "--prompts-file", folder / "prompts.txt",
+    rows = route_json(capsys, "--router", agiqa_router_file, "--prompts-file", folder / "prompts.txt",
                   "--observed", folder / "obs.jsonl")
     assert [r["prompt"] for r in rows] == test.prompts
     escalated, delivered = _check_contract(rows, observed)
     assert escalated > 0 and delivered > 0  # both outcomes occur on real ratings
     # without --observed routing is unchanged
-    plain = _route(capsys, "--router", agiqa_router_file, "--prompts-file", folder / "prompts.txt")
+    plain = route_json(capsys, "--router", agiqa_router_file, "--prompts-file", folder / "prompts.txt")
     assert all("next" not in r and "deliver" not in r for r in plain)
     # a delivered image is the observed image with the best score (the scorer is the router's metric)
     table = _table(test)
@@ -127,7 +112,7 @@ def test_observed_contract(capsys, agiqa_router_file, contract_case):
 @pytest.mark.parametrize("cap", [1.6, 2.0, 7.6])
 def test_never_escalates_past_max_cost(capsys, agiqa_router_file, contract_case, cap):
     folder, _, observed = contract_case
-    rows = _route(capsys, "--router", agiqa_router_file, "--prompts-file", folder / "prompts.txt",
+    rows = route_json(capsys, "--router", agiqa_router_file, "--prompts-file", folder / "prompts.txt",
                   "--observed", folder / "obs.jsonl", "--max-cost", cap, "--best-quality")
     escalated, _ = _check_contract(rows, observed, cost_cap=cap)
     if cap > 7.5:
@@ -146,7 +131,8 @@ def test_old_router_files_never_escalate(capsys, agiqa_router_file, contract_cas
 
     old = rewrite_router(agiqa_router_file, tmp_path / "old.safetensors", drop, drop_tensors)
     assert load_router(old).cascade is None
-    rows = _route(capsys, "--router", old, "--prompts-file", folder / "prompts.txt", "--observed", folder / "obs.jsonl")
+    rows = route_json(capsys, "--router", old, "--prompts-file", folder / "prompts.txt", "--observed",
+                      folder / "obs.jsonl")
     escalated, delivered = _check_contract(rows, observed)
     assert escalated == 0 and delivered == sum(1 for p in test.prompts if observed[p])
     assert "cannot escalate" in next(r["verify"] for r in rows if r["deliver"])
@@ -210,7 +196,7 @@ def test_held_budget_counts_escalations(agiqa, agiqa_router, target):
 def test_bad_observation_files_are_refused_naming_the_line(capsys, agiqa_router_file, tmp_path, line, message):
     obs = tmp_path / "obs.jsonl"
     obs.write_text(line + "\n", encoding="utf-8")
-    err = _error(capsys, "route", "x", "--router", agiqa_router_file, "--observed", obs)
+    err = cli_error(capsys, "route", "x", "--router", agiqa_router_file, "--observed", obs)
     assert message in err and f"{obs}:" in err
 
 

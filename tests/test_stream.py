@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, cli_error, route_json
 
 from cost_aware_router import cli
 from cost_aware_router.decision_log import read_log
@@ -28,30 +28,15 @@ def far_stream(tmp_path_factory):
     return path, prompts
 
 
-def _route(capsys, *args):
-    rc = cli.main(["route", *map(str, args), "--json"])
-    out, err = capsys.readouterr()
-    assert rc == 0, err
-    return [json.loads(line) for line in out.splitlines()]
-
-
 def _costs(rows):
     return np.array([r["cost"][r["candidate"]] for r in rows])
-
-
-def _error(capsys, *args):
-    rc = cli.main([*map(str, args)])
-    out, err = capsys.readouterr()
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_held_budget_meets_the_target_on_a_foreign_stream(capsys, far_stream, target):
     path, prompts = far_stream
-    stateless = _costs(_route(capsys, "--prompts-file", path, "--budget", target)).mean()
-    held = _route(capsys, "--prompts-file", path, "--budget", target, "--hold-budget")
+    stateless = _costs(route_json(capsys, "--prompts-file", path, "--budget", target)).mean()
+    held = route_json(capsys, "--prompts-file", path, "--budget", target, "--hold-budget")
     assert [r["prompt"] for r in held] == prompts
     assert abs(stateless / target - 1) > 0.2  # the stream really is off the calibration
     assert _costs(held).mean() == pytest.approx(target, rel=0.05)
@@ -68,19 +53,19 @@ def test_state_file_carries_the_stream_across_runs(capsys, far_stream, tmp_path,
     for i, half in enumerate(halves):
         part = tmp_path / f"part{i}.txt"
         part.write_text("\n".join(half) + "\n", encoding="utf-8")
-        rows += _route(capsys, "--prompts-file", part, "--budget", 2, "--hold-budget", "--state", state)
+        rows += route_json(capsys, "--prompts-file", part, "--budget", 2, "--hold-budget", "--state", state)
         saved = json.loads(state.read_text())
         assert saved["count"] == len(rows) and saved["target"] == 2
     assert rows[-1]["held"]["count"] == len(prompts)
     assert _costs(rows).mean() == pytest.approx(2.0, rel=0.05)
     before = state.read_bytes()
-    assert "holds a target of 2 s/image, not 3" in _error(capsys, "route", "x", "--budget", 3, "--hold-budget",
+    assert "holds a target of 2 s/image, not 3" in cli_error(capsys, "route", "x", "--budget", 3, "--hold-budget",
                                                           "--state", state)
-    assert "was made for router" in _error(capsys, "route", "x", "--budget", 2, "--hold-budget", "--state", state,
+    assert "was made for router" in cli_error(capsys, "route", "x", "--budget", 2, "--hold-budget", "--state", state,
                                       "--router", agiqa_router_file)
     assert state.read_bytes() == before  # a refused run leaves the state alone
     state.write_text("{not json")
-    assert str(state) in _error(capsys, "route", "x", "--budget", 2, "--hold-budget", "--state", state)
+    assert str(state) in cli_error(capsys, "route", "x", "--budget", 2, "--hold-budget", "--state", state)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -91,15 +76,15 @@ def test_state_file_carries_the_stream_across_runs(capsys, far_stream, tmp_path,
 ])
 def test_hold_budget_flag_errors(capsys, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
-    assert message in _error(capsys, "route", "a fox", *args)
+    assert message in cli_error(capsys, "route", "a fox", *args)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_decision_log_and_report(capsys, far_stream, tmp_path):
     path, prompts = far_stream
     log = tmp_path / "decisions.jsonl"
-    rows = _route(capsys, "--prompts-file", path, "--budget", 2, "--hold-budget", "--log", log)
-    rows += _route(capsys, "a red fox", "--best-quality", "--log", log)
+    rows = route_json(capsys, "--prompts-file", path, "--budget", 2, "--hold-budget", "--log", log)
+    rows += route_json(capsys, "a red fox", "--best-quality", "--log", log)
     records, bad = read_log(log)
     assert bad == 0 and len(records) == len(prompts) + 1
     for rec, row in zip(records, rows):
@@ -116,23 +101,23 @@ def test_decision_log_and_report(capsys, far_stream, tmp_path):
     assert {v["candidate"]: v["count"] for v in summary["candidates"]} == counts
     assert summary["mean_cost"] == pytest.approx(_costs(rows).mean())
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "already exists" in _error(capsys, "report", log, "--plot", tmp_path / "report.png")
+    assert "already exists" in cli_error(capsys, "report", log, "--plot", tmp_path / "report.png")
     assert cli.main(["report", str(log)]) == 0
     assert f"{len(prompts) + 1} decisions" in capsys.readouterr().out
 
 
 def test_exploration_is_a_stable_share_counted_in_the_held_budget(capsys, far_stream, tmp_path):
     path, prompts = far_stream
-    greedy = _route(capsys, "--prompts-file", path, "--budget", 2)
-    explored = _route(capsys, "--prompts-file", path, "--budget", 2, "--explore", 0.2)
+    greedy = route_json(capsys, "--prompts-file", path, "--budget", 2)
+    explored = route_json(capsys, "--prompts-file", path, "--budget", 2, "--explore", 0.2)
     marked = [r["explored"] for r in explored]
     assert 0.13 <= np.mean(marked) <= 0.27
     for g, e in zip(greedy, explored):  # an explored prompt leaves the greedy choice, the others keep it
         assert (g["candidate"] != e["candidate"]) == e["explored"]
-    again = _route(capsys, "--prompts-file", path, "--budget", 2, "--explore", 0.2)
+    again = route_json(capsys, "--prompts-file", path, "--budget", 2, "--explore", 0.2)
     assert [r["candidate"] for r in again] == [r["candidate"] for r in explored]  # stable per prompt
     log = tmp_path / "log.jsonl"
-    held = _route(capsys, "--prompts-file", path, "--budget", 2, "--hold-budget", "--explore", 0.2, "--log", log)
+    held = route_json(capsys, "--prompts-file", path, "--budget", 2, "--hold-budget", "--explore", 0.2, "--log", log)
     assert _costs(held).mean() == pytest.approx(2.0, rel=0.05)  # exploration spend is inside the target
     records, _ = read_log(log)
     assert [r["explored"] for r in records] == [r["explored"] for r in held] and any(r["explored"] for r in held)
@@ -166,5 +151,5 @@ def test_replay_reveals_only_the_chosen_score_and_writes_a_learnt_router(capsys,
     assert cli.main(["evaluate", str(out), str(DATA / "agiqa_3k"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["prompts"] == len(ds.prompts)
     before = out.read_bytes()
-    assert "already exists" in _error(capsys, "replay", agiqa_router_file, data, "--out", out)
+    assert "already exists" in cli_error(capsys, "replay", agiqa_router_file, data, "--out", out)
     assert out.read_bytes() == before
