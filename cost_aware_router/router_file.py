@@ -120,6 +120,9 @@ def save_router(router: Router, path: str | os.PathLike, overwrite: bool = False
     written."""
     from safetensors.numpy import save_file
 
+    if router.columns is not None:  # subset.restrict: predictions of some columns of a router it does not hold
+        raise RouterFileError(f"cannot save {path}: this router is a view of some of a router's candidates "
+                              f"({router.names}); save the router it was made from")
     try:
         tensors, header = check_router(router)
     except RouterFileError as exc:

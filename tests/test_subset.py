@@ -49,6 +49,15 @@ def test_one_candidate_is_always_chosen(agiqa_router):
         assert {d.candidate for d in view.route(["a cat", "a castle at night"], b)} == {"sd15-50"}
 
 
+def test_a_view_is_never_written_to_a_file(agiqa_router, tmp_path):
+    from cost_aware_router.errors import RouterFileError
+    from cost_aware_router.router_file import save_router
+
+    with pytest.raises(RouterFileError, match="is a view of some of a router's candidates"):
+        save_router(restrict(agiqa_router, ["sd15-10", "sdxl-50"]), tmp_path / "v.safetensors")
+    assert not (tmp_path / "v.safetensors").exists()
+
+
 def test_all_candidates_is_the_router_itself_and_bad_labels_are_refused(agiqa_router):
     assert restrict(agiqa_router, list(reversed(agiqa_router.names))) is agiqa_router
     with pytest.raises(RouterError, match=r"candidate\(s\) \['nope'\] are not in the router"):
