@@ -94,6 +94,18 @@ class Cascade:
     def far_from_scale(self, score: float) -> bool:
         return abs(float(self.normalise(score))) > SCALE_WARN_SD
 
+    def scale_warning(self, scores) -> str:
+        """One line when observed ``scores`` lie more than SCALE_WARN_SD sds from the verifying metric's mean
+        (likely another metric: a CLIPScore into a router of human ratings); '' when none does."""
+        far = [float(s) for s in scores if self.far_from_scale(s)]
+        if not far:
+            return ""
+        worst = max(far, key=lambda s: abs(float(self.normalise(s))))
+        return (f"{len(far)} observed score(s) (e.g. {worst:g}) are over {SCALE_WARN_SD:g} standard deviations from "
+                f"the mean of '{self.verify_metric}' ({self.verify_norm['mean']:.4g} ± {self.verify_norm['std']:.3g}) "
+                "this router verifies with; if the scorer gives another metric, the decision to escalate means "
+                "nothing: score with the router's own metric")
+
 
 def expected_improvement(d: np.ndarray, sd: np.ndarray) -> np.ndarray:
     """E[max(0, X)] for X ~ N(d, sd^2) (sd 0: max(0, d))."""
@@ -218,11 +230,11 @@ def _cells(images, P: int, C: int) -> list[list[list[int]]]:
     return cells
 
 
-def complete_cells(images, P: int, C: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def complete_cells(images, P: int, C: int, cells: list | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """The prompts with a scored image (with a verifying score) of every candidate, and per rank r (up to
     CELL_IMAGES) the image index [n, C] of each of their cells: its r-th image, cycling through a cell's
-    images. What the simulation of a cascade runs on."""
-    cells = _cells(images, P, C)
+    images. What the simulation of a cascade runs on. ``cells``: ``_cells`` of the images, when at hand."""
+    cells = cells if cells is not None else _cells(images, P, C)
     ok = np.isfinite(images.verify)
     comp = np.array([p for p in range(P) if all(cells[p][c] and ok[cells[p][c]].all() for c in range(C))], int)
     if not len(comp):
@@ -296,16 +308,15 @@ def fit_cascade(ds, oof: np.ndarray, norm: dict, calibration: dict, folds: int =
     have_v = np.isfinite(raw_v)
     if not have_v.any() or len(images.prompt) == 0:
         return None
-    vmean = float(raw_v[have_v].mean())
-    vstd = float(raw_v[have_v].std()) if not identity else float(norm["std"])
-    if identity:
-        vmean = float(norm["mean"])
+    # the router's own metric is read with the router's normalisation: q is then the normalised score itself
+    vmean, vstd = ((float(norm["mean"]), float(norm["std"])) if identity
+                   else (float(raw_v[have_v].mean()), float(raw_v[have_v].std())))
     if not (vstd > 0 and math.isfinite(vstd)):
         return None
     u = (raw_v - vmean) / vstd
     cells = _cells(images, P, C)
     z = np.nan_to_num(np.asarray(oof, np.float64))
-    comp, picks = complete_cells(images, P, C)
+    comp, picks = complete_cells(images, P, C, cells)
     if len(comp) < MIN_COMPLETE:
         return None
     lams = [float(x) for x in calibration["cost_weight"]]

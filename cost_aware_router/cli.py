@@ -104,15 +104,9 @@ def _holder(args, router, budget):
 
 def _warn_scale(router, observed) -> None:
     """Say on stderr when an observed score looks like another metric than the one the router verifies with."""
-    cas = router.cascade
-    if cas is None:
-        return
-    far = [s for obs in observed.values() for _, _, s in obs if cas.far_from_scale(s)]
-    if far:
-        print(f"cost-aware-router: warning: {len(far)} observed score(s) (e.g. {far[0]:g}) are over 10 standard "
-              f"deviations from the mean of '{printable(cas.verify_metric)}' ({cas.verify_norm['mean']:.4g} ± "
-              f"{cas.verify_norm['std']:.3g}) this router verifies with; is the scorer another metric?",
-              file=sys.stderr)
+    text = router.cascade.scale_warning([s for obs in observed.values() for _, _, s in obs]) if router.cascade else ""
+    if text:
+        print(f"cost-aware-router: warning: {printable(text)}", file=sys.stderr)
 
 
 def cmd_route(args) -> int:

@@ -146,10 +146,12 @@ def evaluate_router(router: Router, ds: Dataset) -> dict:
     summary["prompts_routed"] = len(ds.prompts)
     summary["metric"] = ds.metric
     if router.cascade is not None:
-        runs = hybrid_runs(router, z, ds, sweep_budgets(router))
+        budgets = sweep_budgets(router)
+        runs = hybrid_runs(router, z, ds, budgets)
         if runs is not None:
             summary["verify_escalate"] = {"verify_metric": ds.images.verify_metric, "escalates": router.escalates,
-                                          **compare_hybrid(runs, ds.quality[runs["prompts"]], cost, router.names)}
+                                          **compare_hybrid(runs, ds.quality[runs["prompts"]], cost, router.names,
+                                                           budgets)}
     return {
         "candidates": {n: {"cost": float(cost[j]), "mean_quality": float(Y[:, j].mean())}
                        for j, n in enumerate(router.names)},
@@ -202,8 +204,8 @@ def cross_validate(ds: Dataset, embedder, predictor: str | type[Predictor] = "kn
     if runs:
         joined = {k: np.concatenate([r[k] for r in runs], axis=-1) for k in runs[0]}
         summary["verify_escalate"] = {"verify_metric": ds.images.verify_metric, "folds_escalating": int(enabled),
-                                      **compare_hybrid(joined, Y[joined["prompts"]], cost, ds.candidates, boot,
-                                                       seed)}
+                                      **compare_hybrid(joined, Y[joined["prompts"]], cost, ds.candidates, budgets,
+                                                       boot, seed)}
     return {
         "candidates": {c: {"cost": float(cost[j]), "mean_quality": float(Y[:, j].mean())}
                        for j, c in enumerate(ds.candidates)},
@@ -266,12 +268,11 @@ def hybrid_runs(router: Router, z: np.ndarray, ds: Dataset, budgets: list[Budget
             out["hy_y"][bi] += y / len(picks)
             out["hy_images"][bi] += k / len(picks)
     out["prompts"] = comp
-    out["targets"] = np.array([[np.nan if b.budget is None else b.budget] * len(comp) for b in budgets])
     return out
 
 
-def compare_hybrid(runs: dict, Y: np.ndarray, cost: np.ndarray, names: list[str], boot: int = BOOTSTRAP,
-                   seed: int = 0) -> dict:
+def compare_hybrid(runs: dict, Y: np.ndarray, cost: np.ndarray, names: list[str], budgets: list[Budget],
+                   boot: int = BOOTSTRAP, seed: int = 0) -> dict:
     """Gap closed (``summarise`` over the full cost range, cheapest to dearest candidate: with the usual
     range, up to the best single candidate's cost, a resample whose cheapest candidate is best on
     average has no range at all) by routing alone and by verify and escalate over the same prompts
@@ -297,7 +298,7 @@ def compare_hybrid(runs: dict, Y: np.ndarray, cost: np.ndarray, names: list[str]
     def ci(v):
         return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else None
 
-    targets = runs["targets"][:, 0]
+    targets = np.array([np.nan if b.budget is None else b.budget for b in budgets])
     has = np.isfinite(targets)
 
     def budget_error(key):  # median relative error of the mean cost against each target budget

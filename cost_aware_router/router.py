@@ -237,12 +237,9 @@ class Router:
             for k, i in enumerate(fresh):
                 held[i] = fh[k] if fh is not None else None
         if seen.any():
-            old = np.nonzero(seen)[0]
-            sub = [prompts[i] for i in old]
-            ol = np.full(len(old), holder.lam()) if holder is not None else plan.cost_weights(sub)
-            picks[old] = plan.choose(z[old], self.cost, sub)[0] if holder is None else [
-                int(choose(z[i][None, :], self.cost, ol[0], plan.allowed)[0]) for i in old]
-            lams[old] = ol
+            old = np.nonzero(seen)[0]  # counted when first routed: their cost weight, not a new decision
+            lams[old] = holder.lam() if holder is not None else plan.cost_weights([prompts[i] for i in old])
+            picks[old] = plan.force if plan.force is not None else choose(z[old], self.cost, lams[old], plan.allowed)
         raw = self.to_raw(z)
         costs = {n: float(self.cost[j]) for j, n in enumerate(self.names)}
         out = []

@@ -48,15 +48,10 @@ class ScoredImages:
 
 
 def scale_warning(routed: RoutedPrompt, score: float) -> str:
-    """The Router Feedback node's warning, for a score far from the scores the router verifies with."""
+    """The core's warning (``Cascade.scale_warning``) for a score far from the scores the router verifies with."""
     cas = routed.router.cascade
-    if cas is None or not cas.far_from_scale(score):
-        return ""
-    mean, sd = cas.verify_norm["mean"], cas.verify_norm["std"]
-    return (f"warning: score {score:.4g} is {abs(float(cas.normalise(score))):.0f} standard deviations from the "
-            f"'{cas.verify_metric}' scores this router verifies with (mean {mean:.4g}, sd {sd:.3g}); if it is on "
-            "another scale (e.g. a CLIPScore into a router of human ratings) the decision to escalate means "
-            "nothing: score with the router's own metric")
+    text = cas.scale_warning([score]) if cas is not None else ""
+    return f"warning: {text}" if text else ""
 
 
 def observe(routed: RoutedPrompt, scored: list[tuple[str, int, float]], holder: bool = False):
