@@ -219,17 +219,22 @@ def training_curve(router: Router, ds: Dataset) -> dict:
     """The deferral curve from a router's own calibration (out-of-fold choices on its training
     prompts), in the shape ``plot_deferral`` draws; no extra training needed."""
     ds = ds.restrict(router.names)
+    if not ds.complete.any():  # means over no prompt are NaN, which no plot can place
+        raise DataError(f"{ds.source or 'data'}: no prompt has a score for every router candidate {router.names}, "
+                        "so there is no curve to draw")
     Y = ds.quality[ds.complete]
     cost = np.asarray(ds.cost, dtype=float)
     cal = router.calibration
-    pts = [(c, q) for c, q in zip(cal["mean_cost"], cal["mean_quality"]) if q is not None]
+    keep = [q is not None and c is not None and np.isfinite(q) and np.isfinite(c)
+            for c, q in zip(cal["mean_cost"], cal["mean_quality"])]
+    pts = [(c, q) for c, q, k in zip(cal["mean_cost"], cal["mean_quality"], keep) if k]
     summary = summarise(pts, Y, cost, router.names)
     summary["metric"] = ds.metric
     return {
         "candidates": {n: {"cost": float(cost[j]), "mean_quality": float(Y[:, j].mean())}
                        for j, n in enumerate(router.names)},
         "points": [{"budget": None, "cost_weight": w, "mean_cost": c, "mean_quality": q}
-                   for w, c, q in zip(cal["cost_weight"], cal["mean_cost"], cal["mean_quality"]) if q is not None],
+                   for w, c, q, k in zip(cal["cost_weight"], cal["mean_cost"], cal["mean_quality"], keep) if k],
         "summary": summary,
     }
 

@@ -12,9 +12,17 @@ Midjourney, DeepFloyd IF, GLIDE, AttnGAN, VQ-Diffusion, minDALL-E) are left out.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
-from .scored import Record, parse_record
+from .errors import RouterError
+from .scored import JSONL_NAME, Record, parse_record
+from .storage.files import atomic_write
+
+# The table the example workflows export and train on: its CLIPScore column (ViT-B/32, 100 x max(cos, 0))
+# is the scale the Quality Scorer gives with a CLIP ViT-B/32 model, so a router trained on it learns from
+# the scorer's feedback on the same scale.
+PATH_TABLE, PATH_METRIC = "tifa_160", "clipscore_vitb32"
 
 SD15_STEP_512 = 1.59 / 50  # s per step, SD 1.5 at 512 px (fal-ai, A100-80GB fp16 SDPA)
 SDXL_STEP_1024 = 5.93 / 50  # s per step, SDXL at 1024 px (same source and GPU)
@@ -106,3 +114,40 @@ def table_records(name: str, data_dir: str | Path) -> list[Record]:
 def default_data_dir() -> Path:
     """The tables shipped with the pack (``data/`` in the repository; see its README)."""
     return Path(__file__).resolve().parent.parent / "data"
+
+
+def export_command(table: str = "<table>", folder: str = "<folder>") -> str:
+    """The exact shell line that exports a table (a console script may not exist where the pack was installed
+    with ``pip install -r requirements.txt``; ``python -m`` always works from the pack's folder)."""
+    return f"python -m cost_aware_router export-table {table} {folder}"
+
+
+def export_table(name: str, folder: str | Path, overwrite: bool = False, data_dir: str | Path | None = None
+                 ) -> tuple[Path, int, bool]:
+    """Write table ``name`` as ``folder/generations.jsonl`` (the folder is created). An existing file is
+    replaced only with ``overwrite``; one that already holds exactly this table is left as it is (a template
+    re-run). Returns (the file, rows, whether it was written)."""
+    if name not in TABLES:
+        raise RouterError(f"unknown table '{name}'; choose one of {sorted(TABLES)}")
+    data = Path(data_dir) if data_dir else default_data_dir()
+    source = data / TABLES[name]["file"]
+    if not source.is_file():
+        raise RouterError(f"table file {source} does not exist (is the data folder laid out like the pack's data/?)")
+    rows = table_rows(name, data)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RouterError(f"{folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RouterError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    out = folder / JSONL_NAME
+    if out.is_file() and not out.is_symlink() and out.read_bytes() == text:
+        return out, len(rows), False
+    if out.exists() and not overwrite:
+        raise RouterError(f"{out} already exists and holds other rows; switch on overwrite to replace it, or "
+                          "export into another folder (a folder holds one source: mixed sources are refused "
+                          "by training)")
+    atomic_write(out, lambda tmp: Path(tmp).write_bytes(text), overwrite=overwrite)
+    return out, len(rows), True

@@ -5,6 +5,7 @@ from typing_extensions import override
 
 from .candidates import CandidateNode
 from .common import register_folders
+from .export import ExportTableNode
 from .extend import AddCandidateNode, AnchorPromptsNode
 from .feedback import RouterFeedbackNode
 from .measure import MeasureCostsNode
@@ -26,4 +27,4 @@ class CostAwareRouterExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [CandidateNode, CandidatePoolNode, CostAwareRouterNode, TrainRouterNode, QualityScorerNode,
                 MeasureCostsNode, CandidateSweepNode, SaveScoredGenerationNode, AnchorPromptsNode, AddCandidateNode,
-                RouterFeedbackNode, EscalationPlanNode, VerifyEscalateNode]
+                RouterFeedbackNode, EscalationPlanNode, VerifyEscalateNode, ExportTableNode]

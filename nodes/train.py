@@ -9,17 +9,20 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.embed import get_embedder
-from ..cost_aware_router.evaluate import training_curve
-from ..cost_aware_router.plots import plot_deferral
 from ..cost_aware_router.predictors import PREDICTORS
-from ..cost_aware_router.router_file import save_router
 from ..cost_aware_router.scored import load_dataset
-from ..cost_aware_router.train import DEFAULT_PREDICTOR, PROGRESS_TOTAL, train_router
+from ..cost_aware_router.train import DEFAULT_PREDICTOR, PROGRESS_TOTAL
+from ..cost_aware_router.train_run import train_and_save
 from .common import CATEGORY, DATA_FOLDER_TOOLTIP, NODE_PREFIX, find_data_folder, router_output
 
-FIRST = ("First collect one: run the collect_scored_generations workflow (it saves into output/scored_generations), "
-         "or write a public rating table there with 'cost-aware-router export-table tifa_160 "
-         "<ComfyUI>/output/scored_generations'.")
+FIRST = ("First make one: run the 2_collect_scored_generations workflow (it saves into output/scored_generations), "
+         "or write a public rating table with the Export Rating Table node (the 3_train_router workflow links it "
+         "into this node).")
+
+
+def refresh_hint(name: str) -> str:
+    """ComfyUI lists router files when it loads the node definitions: a new file shows after a refresh."""
+    return f"press R (refresh node definitions) to see {name} in the router lists"
 
 
 class TrainRouterNode(io.ComfyNode):
@@ -67,20 +70,11 @@ class TrainRouterNode(io.ComfyNode):
             bar.update_absolute(done, total)
             comfy.model_management.throw_exception_if_processing_interrupted()
 
-        # ComfyUI runs nodes under inference_mode; fitting needs autograd back.
+        # ComfyUI runs nodes under inference_mode; fitting needs autograd back. The router file is written
+        # last, after the report and the curve: a run that fails leaves an existing file as it was.
         with torch.inference_mode(False), torch.enable_grad():
-            router = train_router(ds, get_embedder(), predictor, progress=progress)
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        save_router(router, out, overwrite=overwrite)
-        curve = training_curve(router, ds)
-        s = curve["summary"]
-        report = (f"saved {out.name} ({len(router.names)} candidates, {len(ds.prompts)} prompts, metric {ds.metric}"
-                  + (f", {ds.skipped} bad rows skipped" if ds.skipped else "") + ")\n"
-                  + "".join(f"warning: {w}\n" for w in ds.warnings)
-                  + f"predictor {router.predictor.kind} {router.predictor.state()[1]}\n"
-                  f"out-of-fold gap closed {s['gap_closed']:.1%}; default budget {router.default_budget:.3g} s/image\n"
-                  + "\n".join(f"  {n}: cost {v['cost']:.3g} s, mean {ds.metric} {v['mean_quality']:.4g}"
-                              for n, v in curve["candidates"].items()))
-        img = plot_deferral(curve, f"{out.name}: out-of-fold deferral curve")
-        image = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+            done = train_and_save(ds, get_embedder(), out, predictor=predictor, overwrite=overwrite, progress=progress,
+                                  check=comfy.model_management.throw_exception_if_processing_interrupted)
+        report = f"{done.report}\n{refresh_hint(out.name)}"
+        image = torch.from_numpy(np.asarray(done.image, dtype=np.float32) / 255.0)[None]
         return io.NodeOutput(out.name, report, image, ui=ui.PreviewText(report))
