@@ -37,7 +37,23 @@ def chain_candidates(chain: list[dict] | None, entry: dict) -> list[dict]:
     return chain + [entry]
 
 
+def default_label(checkpoint: str, steps: int, cfg: float, sampler: str, scheduler: str = "normal") -> str:
+    """A label that says what a candidate is, for a Router Candidate left without one: the checkpoint's
+    file stem, steps, cfg and sampler (and the scheduler when it is not ``normal``), e.g.
+    ``v1-5-pruned-emaonly-20steps-cfg7-euler``. Settings that differ give different labels."""
+    stem = str(checkpoint).replace("\\", "/").rsplit("/", 1)[-1]
+    for ext in (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf"):
+        if stem.lower().endswith(ext):
+            stem = stem[:-len(ext)]
+            break
+    parts = [stem.strip() or "checkpoint", f"{int(steps)}steps", f"cfg{float(cfg):g}", str(sampler)]
+    if scheduler and scheduler != "normal":
+        parts.append(str(scheduler))
+    return "-".join(parts)
+
+
 def describe(c: dict) -> str:
+    """One candidate in one line: label, checkpoint, settings and its own cost if it has one."""
     cost = f", {c['cost']:g} s/image" if c.get("cost") else ""
     return (f"{c['label']}: {c['checkpoint']}, {c['steps']} steps, cfg {c['cfg']:g}, "
             f"{c['sampler']}/{c['scheduler']}{cost}")
@@ -117,15 +133,25 @@ class CandidatePool:
                 progress(i + 1, len(names))
         return names
 
-    def report(self) -> str:
-        mine = set(self.checkpoints)
+    def report(self, when: str = "now") -> str:
+        """The one description of this pool's residency, shown by the pool node (``when`` = "when this node
+        ran") and under the router's decision ("after this decision"): each of its checkpoints, loaded or
+        not with its loads so far, then any other checkpoint this process keeps loaded."""
+        mine = self.checkpoints
         resident = self.cache.resident()
-        here = [k for k in resident if k in mine]
+        lines = [f"{len(mine)} checkpoint(s), {len(self.candidates)} candidates; loaded {when}:"]
+        for ckpt in mine:
+            loads = self.cache.loads[ckpt]
+            so_far = f"{loads} load{'s' if loads != 1 else ''} so far"
+            if ckpt in resident:
+                lines.append(f"  {ckpt}: loaded ({so_far})")
+            else:
+                lines.append(f"  {ckpt}: not loaded" + (f" ({so_far}; evicted)" if loads else
+                                                        " (loads when the router first chooses it)"))
         other = [k for k in resident if k not in mine]
-        loads = ", ".join(f"{k} x{v}" for k, v in sorted(self.cache.loads.items()) if k in mine) or "none yet"
-        return (f"{len(self.candidates)} candidates, {len(mine)} distinct checkpoints; "
-                f"loaded now: {', '.join(here) or 'none'}; loads so far: {loads}"
-                + (f"; also loaded by other workflows: {', '.join(other)}" if other else ""))
+        if other:
+            lines.append(f"also loaded in this ComfyUI for other workflows: {', '.join(other)}")
+        return "\n".join(lines)
 
 
 def split_jobs(jobs: list, rank: int, world_size: int, group: Callable[[Any], Hashable],

@@ -6,7 +6,7 @@ import comfy.samplers
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..cost_aware_router.pool import candidate_entry, chain_candidates, describe
+from ..cost_aware_router.pool import candidate_entry, chain_candidates, default_label, describe
 from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Candidates
 
 
@@ -21,8 +21,11 @@ class CandidateNode(io.ComfyNode):
                         "Chain several into a Candidate Pool; several may share a checkpoint at different step counts.",
             **KEEP_REPORT,
             inputs=[
-                io.String.Input("label", default="sd15-50",
-                                tooltip="Name of this candidate. Must match a candidate name in the router file."),
+                io.String.Input("label", default="",
+                                tooltip="Name of this candidate; it must match a candidate name in the router file "
+                                        "you route with. Empty = named by its settings (checkpoint-steps-cfg-"
+                                        "sampler, e.g. v1-5-pruned-emaonly-20steps-cfg7-euler), as a router you "
+                                        "train from this candidate's generations will call it."),
                 io.Combo.Input("ckpt_name", options=folder_paths.get_filename_list("checkpoints"),
                                tooltip="Checkpoint this candidate samples with (from the checkpoints folder)."),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps for this candidate."),
@@ -42,6 +45,7 @@ class CandidateNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, label, ckpt_name, steps, cfg, sampler_name, scheduler, cost, candidates=None) -> io.NodeOutput:
+        label = str(label).strip() or default_label(ckpt_name or "", steps, cfg, sampler_name, scheduler)
         chain = chain_candidates(candidates, candidate_entry(label, ckpt_name, steps, cfg, sampler_name, scheduler,
                                                              cost))
         return io.NodeOutput(chain, ui=ui.PreviewText(report(chain)))

@@ -46,22 +46,6 @@ class CandidatePoolNode(io.ComfyNode):
         if load_policy == PRELOAD:
             bar = comfy.utils.ProgressBar(max(1, len(pool.checkpoints)))
             pool.preload(lambda done, total: bar.update_absolute(done, total))
-        return io.NodeOutput(pool, ui=ui.PreviewText(report(pool)))
+        # the core's one pool report; the router's report says what is loaded after each decision
+        return io.NodeOutput(pool, ui=ui.PreviewText(pool.report("when this node ran")))
 
-
-def report(pool: CandidatePool) -> str:
-    """What the node shows: this pool's checkpoints, loaded or not when the node ran (with loads so
-    far), then any other checkpoint this ComfyUI process keeps loaded, said to be other workflows'."""
-    mine = pool.checkpoints
-    resident = pool.cache.resident()
-    lines = [f"{len(mine)} checkpoint(s), {len(pool.candidates)} candidates, at this run:"]
-    for ckpt in mine:
-        loads = pool.cache.loads[ckpt]
-        lines.append(f"  {ckpt}: " + (f"loaded ({loads} load{'s' if loads != 1 else ''} so far)" if ckpt in resident
-                                      else "not loaded"))
-    if not any(c in resident for c in mine):
-        lines.append("each loads when the router first chooses it")
-    other = [k for k in resident if k not in mine]
-    if other:
-        lines.append(f"also loaded in this ComfyUI for other workflows: {', '.join(other)}")
-    return "\n".join(lines)

@@ -3,9 +3,17 @@ checkpoint cache, pool reports and the sweep's job list."""
 
 import pytest
 
-from cost_aware_router.budget import BEST, BUDGET_MODES, DEFAULT, HOLD, TARGET, WEIGHT, Budget
+from cost_aware_router.decision.budget import BEST, BUDGET_MODES, DEFAULT, HOLD, TARGET, WEIGHT, Budget
 from cost_aware_router.errors import RouterError
-from cost_aware_router.pool import CandidatePool, ResidentCache, candidate_entry, chain_candidates, describe, sweep_jobs
+from cost_aware_router.pool import (
+    CandidatePool,
+    ResidentCache,
+    candidate_entry,
+    chain_candidates,
+    default_label,
+    describe,
+    sweep_jobs,
+)
 
 
 @pytest.mark.parametrize("mode, value, cap, force, expected", [
@@ -41,6 +49,9 @@ def test_candidate_chain():
         chain_candidates(chain, _entry("fast"))
     with pytest.raises(RouterError, match="label is empty"):
         _entry("  ")
+    # a Router Candidate left without a label is named by its settings
+    assert default_label("SDXL/sd_xl_base_1.0.safetensors", 20, 7.0, "euler") == "sd_xl_base_1.0-20steps-cfg7-euler"
+    assert default_label("v1-5.ckpt", 8, 4.5, "dpmpp_2m", "karras") == "v1-5-8steps-cfg4.5-dpmpp_2m-karras"
     with pytest.raises(RouterError, match="cost of 'x' must be a finite number >= 0, got -1"):
         _entry("x", cost=-1.0)
 
@@ -81,9 +92,11 @@ def test_pool_loads_by_label_and_reports_only_its_own_checkpoints():
     assert pool.costs() == {"xl": 6.0}
     assert pool.load("slow")[0] == "model:a.safetensors" and pool.load("fast")[0] == "model:a.safetensors"
     assert io.loaded == ["other.safetensors", "a.safetensors"]
-    report = pool.report()
-    assert report.startswith("3 candidates, 2 distinct checkpoints; loaded now: a.safetensors; ")
-    assert "loads so far: a.safetensors x1" in report and "also loaded by other workflows: other.safetensors" in report
+    report = pool.report("after this decision").splitlines()  # the one pool report (pool and router nodes)
+    assert report == ["2 checkpoint(s), 3 candidates; loaded after this decision:",
+                      "  a.safetensors: loaded (1 load so far)",
+                      "  b.safetensors: not loaded (loads when the router first chooses it)",
+                      "also loaded in this ComfyUI for other workflows: other.safetensors"]
     measured = pool.with_costs({"fast": 0.2})
     assert measured.costs() == {"fast": 0.2, "xl": 6.0} and measured.candidates["fast"]["measured_seconds"] == 0.2
     assert pool.costs() == {"xl": 6.0}  # the original pool is unchanged
