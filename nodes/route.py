@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..cost_aware_router.budget import BUDGET_MODES, DEFAULT, HOLD, Budget
+from ..cost_aware_router.decision.budget import BUDGET_MODES, DEFAULT, HOLD, Budget
+from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.subset import restrict
 from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool, Routed, generation_outputs, router_input, settings
-from .shared import RoutedPrompt, get_router, log_decision, route_held, router_stamp
+from .shared import RoutedPrompt, all_router_labels, get_router, log_decision, route_held, router_stamp
+
+NO_FORCE = "(none)"
+# what the main node is found by in the node search (the frontend matches these besides the display name)
+SEARCH_ALIASES = ["router", "route", "cost router", "model router", "prompt router", "cost-aware routing",
+                  "choose checkpoint", "pick model per prompt"]
+
+
+def force_options() -> list[str]:
+    """force_candidate's choices: none, then the labels of every router file in router_weights (read when the
+    node definitions load; press R in the frontend after a new router is written). Which of them the chosen
+    router and pool hold is checked when the node runs."""
+    return [NO_FORCE, *all_router_labels()]
 
 
 def show_on_node(text: str) -> ui.PreviewText:
@@ -24,6 +37,7 @@ class CostAwareRouterNode(io.ComfyNode):
             node_id=f"{NODE_PREFIX}.Route",
             display_name="Cost-Aware Router",
             category=CATEGORY,
+            search_aliases=SEARCH_ALIASES,
             description="Predicts every candidate's quality for this prompt and picks the one with the best "
                         "predicted quality minus cost weight x cost; outputs its model and sampler settings.",
             hidden=[io.Hidden.unique_id],
@@ -44,8 +58,11 @@ class CostAwareRouterNode(io.ComfyNode):
                                        "unused by the other modes."),
                 io.Float.Input("max_cost", default=0.0, min=0.0, max=100000.0, step=0.01, advanced=True,
                                tooltip="Never choose a candidate costing more seconds per image. 0 = no cap."),
-                io.String.Input("force_candidate", default="", optional=True, advanced=True,
-                                tooltip="Always choose this candidate label (empty = let the router decide)."),
+                io.Combo.Input("force_candidate", options=force_options(), default=NO_FORCE, optional=True,
+                               advanced=True,
+                               tooltip="Always choose this candidate ((none) = let the router decide). Lists the "
+                                       "labels of every router file in router_weights; the label must be one of "
+                                       "the chosen router's candidates and in the pool."),
                 io.Boolean.Input("log_decisions", default=True, optional=True,
                                  tooltip="Append each decision as one JSON line to "
                                          "output/cost_aware_router/decisions.jsonl (read it with "
@@ -80,16 +97,28 @@ class CostAwareRouterNode(io.ComfyNode):
         return router_stamp(router)
 
     @classmethod
-    def execute(cls, pool, prompt, router, budget_mode, budget_value, max_cost, force_candidate="",
+    def validate_inputs(cls, force_candidate=NO_FORCE):
+        """force_candidate: none ('' in workflows saved before it was a list) or a label some router file has
+        (a router written after the list was read counts too); the chosen router and pool are checked at run
+        time, when both are known."""
+        if force_candidate in ("", NO_FORCE) or force_candidate in all_router_labels():
+            return True
+        return (f"'{force_candidate}' is not a candidate of any router file in router_weights; choose {NO_FORCE} "
+                f"or one of: {', '.join(all_router_labels()) or 'no router file found'}")
+
+    @classmethod
+    def execute(cls, pool, prompt, router, budget_mode, budget_value, max_cost, force_candidate=NO_FORCE,
                 log_decisions=True, explore=0.0, reset_budget_state=False, verify_and_escalate=False
                 ) -> io.NodeOutput:
         r = get_router(router)
         if any(label not in r.names for label in pool.labels):
             r.check_candidates(pool.labels)  # names what the pool has that the router does not
+        force = "" if force_candidate in (None, NO_FORCE) else str(force_candidate).strip()
+        check_forced(force, router, r.names, pool.labels)
         r = restrict(r, pool.labels)  # a pool may hold any of the router's candidates: budgets recalibrated
         if pool.costs():
             r = r.with_costs(pool.costs())
-        budget = Budget.from_mode(budget_mode, budget_value, max_cost, force_candidate or "")
+        budget = Budget.from_mode(budget_mode, budget_value, max_cost, force)
         observed = {} if verify_and_escalate else None  # no image yet: the budget counts escalations
         if budget_mode == HOLD:
             decision = route_held(r, router, prompt, budget, reset_budget_state, explore, observed)
@@ -98,8 +127,21 @@ class CostAwareRouterNode(io.ComfyNode):
         if log_decisions:
             log_decision(decision, router, r, budget)
         model, clip, vae = pool.load(decision.candidate)
-        text = decision.explanation + "\n" + pool.report()
+        text = decision.explanation + "\npool: " + pool.report("after this decision")
         routed = RoutedPrompt(router, r, pool, prompt, budget, decision, budget_mode == HOLD,
                               bool(verify_and_escalate), bool(log_decisions))
         return io.NodeOutput(model, clip, vae, *settings(pool.candidates[decision.candidate]), decision.candidate,
                              text, routed, ui=show_on_node(text))
+
+
+def check_forced(force: str, router_name: str, router_labels: list[str], pool_labels: list[str]) -> None:
+    """A forced label must be one of the router's candidates and in the pool; the error lists the ones that are."""
+    if not force:
+        return
+    usable = [label for label in router_labels if label in pool_labels]
+    if force not in router_labels:
+        raise RouterError(f"force_candidate '{force}' is not a candidate of {router_name}; choose {NO_FORCE} or one "
+                          f"of: {', '.join(usable or router_labels)}")
+    if force not in pool_labels:
+        raise RouterError(f"force_candidate '{force}' is not in the Candidate Pool; choose {NO_FORCE} or one of the "
+                          f"candidates the pool holds: {', '.join(usable)}")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import logging
 import os
 import re
+import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +23,17 @@ import comfy.model_management
 import comfy.sd
 import folder_paths
 
-from ..cost_aware_router.budget import Budget
+from ..cost_aware_router.decision.budget import Budget
+from ..cost_aware_router.decision.hold_state import load_state, save_state
 from ..cost_aware_router.decision_log import append_decisions, decision_records
 from ..cost_aware_router.embed import get_embedder
 from ..cost_aware_router.errors import RouterError
-from ..cost_aware_router.fileutil import child_dir, exclusive
-from ..cost_aware_router.hold import load_state
 from ..cost_aware_router.pool import ResidentCache
 from ..cost_aware_router.router import Decision, Router
-from ..cost_aware_router.router_file import load_router
-from .common import FOLDER
+from ..cost_aware_router.router_file import MAX_HEADER_BYTES, load_router
+from ..cost_aware_router.storage.files import child_dir, open_regular
+from ..cost_aware_router.storage.lines import exclusive
+from .common import FOLDER, router_files
 
 log = logging.getLogger("cost_aware_router")
 
@@ -52,6 +55,41 @@ def get_router(name: str) -> Router:
             get_embedder().to(comfy.model_management.text_encoder_device())
             _ROUTERS[path] = (mtime, load_router(path))
         return _ROUTERS[path][1]
+
+
+_LABELS: dict[str, tuple[int, list[str]]] = {}
+
+
+def router_labels(name: str) -> list[str]:
+    """The candidate labels of a router file, read from its header alone (no tensors, no embedder), cached
+    per modification time; [] for a file that cannot be read (routing with it names the problem)."""
+    path = folder_paths.get_full_path(FOLDER, name) if name else None
+    try:
+        stamp = os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        stamp = None
+    if stamp is None:
+        return []
+    hit = _LABELS.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    labels: list[str] = []
+    try:
+        with open_regular(path, "router file") as fh:
+            n = struct.unpack("<Q", fh.read(8).ljust(8, b"\0"))[0]
+            if 0 < n <= MAX_HEADER_BYTES:
+                meta = json.loads(json.loads(fh.read(n)).get("__metadata__", {}).get("router", "{}"))
+                labels = [c["name"] for c in meta.get("candidates", []) if isinstance(c.get("name"), str)]
+    except (RouterError, OSError, ValueError, RecursionError, AttributeError, TypeError, KeyError):
+        labels = []
+    _LABELS[path] = (stamp, labels)
+    return labels
+
+
+def all_router_labels() -> list[str]:
+    """Every candidate label of the router files in the router_weights folders, in file order, once each:
+    the choices the Route node's force_candidate offers (it checks the label against the chosen router)."""
+    return list(dict.fromkeys(label for name in router_files() for label in router_labels(name)))
 
 
 def router_stamp(name: str):
@@ -121,7 +159,7 @@ def route_held(router: Router, router_name: str, prompt: str, budget: Budget, re
         # keyed by lineage: a learnt router's held average survives Router Feedback rewriting its file
         holder = load_state(path, router.lineage, plan.target, plan.blended_cost_weight, router.cost)
         decision = router.route([prompt], budget, holder, explore=explore, observed=observed)[0]
-        holder.save_state(path)
+        save_state(holder, path)
     return decision
 
 
