@@ -16,3 +16,11 @@ class DataError(RouterError):
 
 class RouterFileError(RouterError):
     """A router file that is missing, corrupt, unsafe or inconsistent."""
+
+
+# Named by the package that exports them (``from cost_aware_router import RouterError``), not by this file's
+# import path: ComfyUI shows an error's type as ``module.qualname``, and it imports the pack under its folder's
+# full path, which made ``/…/custom_nodes/<pack>.cost_aware_router.errors.RouterError`` of a one-line message.
+for _cls in (RouterError, DataError, RouterFileError):
+    _cls.__module__ = "cost_aware_router"
+del _cls
