@@ -10,7 +10,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..cost_aware_router.errors import RouterError
-from ..cost_aware_router.fileutil import resolve_under, safe_child
+from ..cost_aware_router.storage.files import resolve_under, safe_child
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 PACK_WEIGHTS = PACK_DIR / "router_weights"
@@ -82,6 +82,12 @@ def scorer_models() -> list[str]:
     return sorted(names)
 
 
+def scorer_folder() -> str:
+    """Where a CLIP scorer model goes: ComfyUI's models/clip_scorers (the first folder of that kind)."""
+    paths = folder_paths.get_folder_paths(SCORER_FOLDER)
+    return paths[0] if paths else os.path.join(folder_paths.models_dir, SCORER_FOLDER)
+
+
 def scorer_path(name: str) -> str:
     for root in folder_paths.get_folder_paths(SCORER_FOLDER):
         path = os.path.join(root, name)
@@ -89,7 +95,7 @@ def scorer_path(name: str) -> str:
                 os.path.abspath(root):
             return path
     raise RouterError(f"scorer model '{name}' is not a folder with config.json in "
-                            f"{folder_paths.get_folder_paths(SCORER_FOLDER)}")
+                      f"{folder_paths.get_folder_paths(SCORER_FOLDER)}; put a CLIP model folder in {scorer_folder()}")
 
 
 def router_files() -> list[str]:
