@@ -59,8 +59,16 @@ class SaveScoredGenerationNode(io.ComfyNode):
         written = store.add(record, lambda rec: png_bytes(image, {**meta, **record_text_chunk(rec)}))
         rel = store.folder.relative_to(root).as_posix()
         if written is None:
-            text = f"skipped: ({job['prompt'][:40]!r}, {job['label']}, seed {job['seed']}) is already in {rel}"
+            text = (f"skipped (already in output/{rel}): {job['label']} seed {job['seed']} of\n"
+                    f"{quoted(job['prompt'])}")
             return io.NodeOutput(ui=ui.PreviewText(text))
-        text = f"{job['label']} seed {job['seed']}: score {score:.4g}, cost {job['cost']:.3g} s"
+        text = (f"saved {job['label']} seed {job['seed']}: {metric.strip() or 'score'} {score:.4g}, "
+                f"{job['cost']:.3g} s/image\nprompt: {quoted(job['prompt'])}\ninto output/{rel}/{written['image']}")
         return io.NodeOutput(ui={"images": [{"filename": written["image"], "subfolder": rel, "type": "output"}],
                                  "text": [text]})
+
+
+def quoted(prompt: str, limit: int = 160) -> str:
+    """The prompt as the report names it: quoted, on one line, cut with an ellipsis past ``limit`` characters."""
+    one_line = " ".join(str(prompt).split())
+    return repr(one_line if len(one_line) <= limit else one_line[:limit - 1] + "…")
