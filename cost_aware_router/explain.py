@@ -2,12 +2,13 @@
 training prompts, every candidate sorted by cost, where the costs come from and how familiar the
 prompt is. ``Router.route`` calls ``explain`` for each decision; nothing here decides anything.
 
-Quality figures are in the router's metric (its name is said once); "value at this budget" is the
-number the router maximises: predicted quality in standard units minus the cost weight times seconds.
+Quality figures are in the router's metric, in its own units; the number the router maximises (predicted
+quality in standard deviations minus the cost weight times seconds) is in the details section at the end.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 
 import numpy as np
@@ -19,11 +20,18 @@ def _num(x: float, digits: int = 2) -> str:
     return f"{(0.0 if v == 0 else v):.{digits}f}"
 
 
+DETAILS = "details:"  # the line after which the terms of the paper (cost weight, standard units, distances) come
+
+
 def explain(router, d, z: np.ndarray, allowed, lam: float, target: float | None = None,
             calibration: dict | None = None) -> str:
     """Words for decision ``d`` (``router.Decision``) made with cost weight ``lam`` on normalised
     predictions ``z``; ``target``: the average cost the budget aims at, if any; ``calibration``: the
-    curve the budget was read off (the router's, or its verify-and-escalate curve)."""
+    curve the budget was read off (the router's, or its verify-and-escalate curve).
+
+    Plain words first (what was chosen and why, the budget in seconds, every candidate cheapest first in
+    the metric's own units, where the costs come from, how familiar the prompt is); the cost weight, the
+    standard units it is in and the distance thresholds only after the ``details:`` line."""
     names, cost, q = router.names, router.cost, d.predicted_quality
     c = names.index(d.candidate)
     ok = np.ones(len(names), bool) if allowed is None else np.asarray(allowed, bool)
@@ -32,17 +40,49 @@ def explain(router, d, z: np.ndarray, allowed, lam: float, target: float | None 
     if d.extra.get("verify"):
         lines.append(d.extra["verify"])
     lines.append(f"chose '{d.candidate}' ({cost[c]:.3g} s/image): {_why(d, names, cost, q, c, best)}")
-    lines.append(f"budget: {d.budget}. {budget_words(router, lam, target, calibration)}")
-    lines += _table(names, cost, q, z, lam, c, ok)
-    lines.append(f"value = predicted quality in standard units of {router.metric} - {lam:.3g} x seconds; the router "
-                 "picks the highest value. " + cost_source(router))
-    if "ood_distance" in d.extra:
-        lines.append(router.reference.describe(d.extra["ood_distance"], d.extra["ood_fallback"]))
+    lines.append(f"budget: {asked(d.budget, target, lam)}; this image costs {cost[c]:.3g} s.")
+    if "forced candidate" not in d.budget:  # a forced candidate is no point of the curve
+        lines.append(budget_words(router, lam, target, calibration))
     if "held" in d.extra:
         h = d.extra["held"]
-        lines.append(f"holding {h['target']:g} s/image on average: {h['realised_mean_cost']:.3g} s/image so far over "
-                     f"{h['count']} prompt(s)")
+        lines.append(f"held so far: {h['realised_mean_cost']:.3g} s/image on average over {h['count']} prompt(s) "
+                     f"(target {h['target']:g} s/image)")
+    order = sorted(range(len(names)), key=lambda j: (cost[j], names[j]))
+    lines += _table(names, cost, q, c, ok, order, router.metric)
+    lines.append(cost_source(router))
+    details = []
+    if "ood_distance" in d.extra:
+        # the reference set's sentence: its plain head above, its distances and thresholds in the details
+        head, _, figures = router.reference.describe(d.extra["ood_distance"], d.extra["ood_fallback"]).partition(": ")
+        lines.append(head)
+        details.append(figures)
+    with np.errstate(over="ignore"):  # a cost weight near 1e308
+        values = ", ".join(f"{names[j]} {_num(z[j] - lam * cost[j])}" for j in order)
+    details.insert(0, f"value = predicted quality in standard deviations of {router.metric} - cost weight (lambda) "
+                      f"{lam:.3g} x seconds; the router picks the highest value: {values}")
+    lines.append(DETAILS)
+    lines += ["  " + t for t in details]
     return "\n".join(lines)
+
+
+def asked(budget: str, target: float | None, lam: float) -> str:
+    """What the budget asks for, in seconds where it has a target (``budget``: ``Budget.describe()``'s words,
+    "holding ..." for a held budget)."""
+    held = budget.startswith("holding ")
+    cap = re.search(r"cap ([^ ,]+) s/image", budget)
+    if budget.removeprefix("holding ").startswith("forced candidate"):
+        words = budget.removeprefix("holding ").replace("forced candidate", "always", 1)
+    elif target is not None:
+        words = (f"{'holding' if held else 'asked for'} about {target:.3g} s per image on average"
+                 + (" on your prompts" if held else "") + (" (the router's default)" if "router default" in budget
+                                                           else ""))
+    elif "best quality" in budget:
+        words = "the best predicted quality, whatever it costs"
+    elif "cost weight" in budget:
+        words = f"a fixed trade of quality for seconds (cost weight {lam:.3g}, see details)"
+    else:
+        words = "the router's default"
+    return words + (f", never more than {cap.group(1)} s per image" if cap else "")
 
 
 def _why(d, names, cost, q, c, best) -> str:
@@ -59,15 +99,14 @@ def _why(d, names, cost, q, c, best) -> str:
     return why
 
 
-def _table(names, cost, q, z, lam, chosen, ok) -> list[str]:
-    """Every candidate, cheapest first."""
+def _table(names, cost, q, chosen, ok, order, metric) -> list[str]:
+    """Every candidate, cheapest first: its cost and predicted quality in the metric's own units."""
     width = max(9, *(len(n) for n in names)) + 2
-    out = [f"{'candidate':<{width}}{'s/image':>9}{'predicted quality':>20}{'value':>9}"]
-    for j in sorted(range(len(names)), key=lambda j: (cost[j], names[j])):
-        with np.errstate(over="ignore"):  # a cost weight near 1e308
-            value = z[j] - lam * cost[j]
+    head = f"predicted {metric}"
+    out = [f"{'candidate':<{width}}{'s/image':>9}  {head}"]
+    for j in order:
         flag = "  <- chosen" if j == chosen else ("  (over the cap)" if not ok[j] else "")
-        out.append(f"{names[j]:<{width}}{cost[j]:>9.3g}{q[names[j]]:>20.3f}{_num(value):>9}{flag}")
+        out.append(f"{names[j]:<{width}}{cost[j]:>9.3g}  {q[names[j]]:>{len(head)}.3f}{flag}")
     return out
 
 
