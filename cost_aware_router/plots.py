@@ -1,133 +1,22 @@
-"""Plots drawn with Pillow (the pack adds no plotting dependency): deferral curves and line charts.
+"""Plots drawn with Pillow (the pack adds no plotting dependency): deferral curves, line charts and the
+decision log's report.
 
 Every function returns a PIL image; ``save_plot`` writes one atomically and, like every writer of
-the pack, replaces an existing file only when asked.
+the pack, replaces an existing file only when asked. Fonts scale with the image, ticks are round numbers
+(``_nice_ticks``: 1, 2, 2.5 or 5 times a power of ten) that cover the data, both axes are labelled, and
+a value that is not a finite number (NaN, infinity, None) is left out instead of reaching Pillow.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 from .errors import RouterError
-from .fileutil import atomic_write, printable
-
-MARGINS = (70, 20, 40, 50)  # left, right, top, bottom, in pixels
-
-
-def _frame(d, size, xlim, ylim, title: str, xlabel: str, margins=MARGINS, yfmt: str = ".3f"):
-    """Draw the plot box, ticks, axis label and title; returns the data -> pixel mapping."""
-    W, H = size
-    L, R, T, B = margins
-    (x0, x1), (y0, y1) = xlim, ylim
-
-    def P(x, y):
-        return (L + (x - x0) / (x1 - x0) * (W - L - R), H - B - (y - y0) / (y1 - y0) * (H - T - B))
-
-    d.rectangle([L, T, W - R, H - B], outline="black")
-    for i in range(6):
-        gx = x0 + (x1 - x0) * i / 5
-        gy = y0 + (y1 - y0) * i / 5
-        px, _ = P(gx, y0)
-        _, py = P(x0, gy)
-        d.line([px, H - B, px, H - B + 4], fill="black")
-        d.text((px - 12, H - B + 6), f"{gx:.2f}", fill="black")
-        d.line([L - 4, py, L, py], fill="black")
-        d.text((4, py - 6), f"{gy:{yfmt}}", fill="black")
-    d.text((W // 2 - 80, H - 18), xlabel, fill="black")
-    d.text((L, 8), title, fill="black")
-    return P
+from .storage.files import atomic_write
+from .storage.text import printable
 
 
-def _legend(d, x: int, y: int, items) -> int:
-    """A line sample and a label per (label, colour); returns the y below the last entry."""
-    for label, color in items:
-        d.line([x, y + 6, x + 30, y + 6], fill=color, width=3)
-        d.text((x + 36, y), label, fill="black")
-        y += 16
-    return y
-
-
-def _padded(lo: float, hi: float, share: float = 0.08, floor: float = 0.1) -> tuple[float, float]:
-    pad = (hi - lo) * share or floor
-    return lo - pad, hi + pad
-
-
-def plot_deferral(result: dict, title: str = "", size=(720, 480)):
-    """Draw a deferral-curve plot from an evaluate/cross_validate result; returns a PIL image."""
-    from PIL import Image, ImageDraw
-
-    W, H = size
-    R, T = MARGINS[1], MARGINS[2]
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    s = result["summary"]
-    cands = result["candidates"]
-    xs = [v["cost"] for v in cands.values()] + s["oracle"]["cost"]
-    ys = [v["mean_quality"] for v in cands.values()] + s["oracle"]["quality"] + s["router_envelope"]["quality"]
-    ys += [p["mean_quality"] for p in result["points"] if "mean_quality" in p]
-    x0, x1 = 0.0, max(xs) * 1.05 or 1.0
-    P = _frame(d, size, (x0, x1), _padded(min(ys), max(ys)), title or f"deferral curve ({s.get('metric', '')})",
-               "mean cost per image (s)")
-
-    def line(xy, color, width=2):
-        pts = [P(x, y) for x, y in zip(xy["cost"], xy["quality"])]
-        if len(pts) == 1:
-            pts = pts * 2
-        d.line(pts, fill=color, width=width)
-
-    line(s["oracle"], (40, 160, 40))
-    line(s["best_fixed_mix"], (150, 150, 150))
-    line(s["router_envelope"], (30, 80, 220), 3)
-    for p in result["points"]:
-        if "mean_quality" in p:
-            x, y = P(p["mean_cost"], p["mean_quality"])
-            d.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(30, 80, 220))
-    for name, v in cands.items():
-        x, y = P(v["cost"], v["mean_quality"])
-        d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(200, 60, 40))
-        d.text((x + 6, y - 6), name, fill=(120, 30, 20))
-    ly = _legend(d, W - R - 150, T + 6,
-                 (("router", (30, 80, 220)), ("best fixed mix", (150, 150, 150)), ("oracle", (40, 160, 40))))
-    d.text((W - R - 150, ly), f"gap closed {s['gap_closed']:.1%}", fill="black")
-    return img
-
-
-def plot_curves(lines, dots=(), title: str = "", xlabel: str = "mean cost per image (s)", size=(720, 480),
-                x_from_zero: bool = True, yfmt: str = ".3f", hline: float | None = None):
-    """Several curves on one set of axes, with the legend in a right margin; returns a PIL image.
-
-    ``lines``: (label, xs, ys, (r, g, b), width) per curve; ``dots``: (label, x, y, (r, g, b)) per
-    labelled point (single candidates, say); ``hline``: a thin reference line at that y."""
-    from PIL import Image, ImageDraw
-
-    margins = (MARGINS[0], 170, MARGINS[2], MARGINS[3])
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    xs = [x for ln in lines for x in ln[1]] + [dt[1] for dt in dots]
-    ys = [y for ln in lines for y in ln[2]] + [dt[2] for dt in dots] + ([hline] if hline is not None else [])
-    x0 = 0.0 if x_from_zero else min(xs)
-    x1 = max(xs) * 1.05 if x_from_zero else max(xs)
-    P = _frame(d, size, (x0, x1 if x1 > x0 else x0 + 1.0), _padded(min(ys), max(ys)), title, xlabel, margins, yfmt)
-    if hline is not None:
-        d.line([P(x0, hline), P(x1, hline)], fill=(200, 200, 200), width=1)
-    for _, lx, ly, color, width in lines:
-        pts = [P(x, y) for x, y in zip(lx, ly)]
-        d.line(pts * 2 if len(pts) == 1 else pts, fill=color, width=width)
-    for name, x, y, color in dots:
-        px, py = P(x, y)
-        d.ellipse([px - 4, py - 4, px + 4, py + 4], fill=color)
-        right = px + 6 + d.textlength(name) <= size[0] - margins[1]  # else left of the dot, clear of the legend
-        d.text((px + 6 if right else px - 6 - d.textlength(name), py - 6), name, fill=color)
-    _legend(d, size[0] - margins[1] + 12, margins[2] + 6, [(ln[0], ln[3]) for ln in lines])
-    return img
-
-
-def save_plot(img, path, overwrite: bool = False):
-    """Write a plot as PNG, atomically; an existing file is replaced only with ``overwrite``."""
-    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"), overwrite=overwrite)
-
-
-# -- the decision log report (decision_log.summarise) ------------------------------------------
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """Round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) covering [lo, hi].
 
@@ -179,7 +68,7 @@ def _fit(text: str, limit: float, measure) -> str:
 
 
 def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+    return isinstance(x, numbers.Real) and math.isfinite(x)
 
 
 def _font(size: int):
@@ -210,18 +99,193 @@ _GRID = (230, 230, 230)
 class _Canvas:
     """A white Pillow image with the report's fonts (sized to the image) and a text-width measure."""
 
-    def __init__(self, width: int, height: int):
+    def __init__(self, width: int, height: int, base: int = 13):
         from PIL import Image, ImageDraw
 
         self.width, self.height = width, height
         self.img = Image.new("RGB", (width, height), "white")
         self.draw = ImageDraw.Draw(self.img)
         self.scale = min(width / 720, height / 480)
-        self.fs = fs = max(10, round(13 * self.scale))
+        self.fs = fs = max(10, round(base * self.scale))
         self.font, self.small, self.big = _font(fs), _font(max(9, fs - 2)), _font(fs + 3)
 
     def text_w(self, s: str, font=None) -> float:
         return self.draw.textlength(s, font=font or self.font)
+
+
+def save_plot(img, path, overwrite: bool = False):
+    """Write a plot as PNG, atomically; an existing file is replaced only with ``overwrite``."""
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"), overwrite=overwrite)
+
+
+def _finite_xy(xs, ys) -> list[tuple[float, float]]:
+    """The (x, y) pairs whose coordinates are both finite numbers."""
+    return [(float(x), float(y)) for x, y in zip(xs, ys) if _finite(x) and _finite(y)]
+
+
+def _vertical_text(cv, xy: tuple[float, float], text: str, font, fill=(0, 0, 0)) -> None:
+    """``text`` turned a quarter left (read bottom to top), its top-left corner at ``xy``."""
+    from PIL import Image, ImageDraw
+
+    w = max(1, math.ceil(cv.text_w(text, font)))
+    h = max(1, math.ceil(getattr(font, "size", cv.fs) * 1.3))
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=font)
+    mask = mask.rotate(90, expand=True)
+    cv.img.paste(Image.new("RGB", mask.size, fill), (round(xy[0]), round(xy[1])), mask)
+
+
+def _span(lo: float, hi: float) -> tuple[float, float]:
+    """``lo``..``hi`` widened around a single value (every candidate equally good, say), so its ticks are
+    round numbers about it instead of millionths apart."""
+    if hi - lo <= 1e-9 * max(1.0, abs(lo), abs(hi)):
+        half = max(abs(hi) * 0.05, 0.5)
+        return lo - half, hi + half
+    return lo, hi
+
+
+class _Axes:
+    """A plot box with round ticks covering the data on both axes, grid lines, tick labels, both axis labels
+    and a title, sized to the canvas' fonts; ``P`` maps data to pixels (clamped just outside the image)."""
+
+    def __init__(self, cv, xs, ys, title: str, xlabel: str, ylabel: str, right: float = 0.0,
+                 x_from_zero: bool = True, yfmt: str | None = None):
+        xs = [x for x in xs if _finite(x)] or [0.0, 1.0]
+        ys = [y for y in ys if _finite(y)] or [0.0, 1.0]
+        x_lo = 0.0 if x_from_zero and min(xs) >= 0 else min(xs)
+        self.xt = _nice_ticks(*_span(x_lo, max(xs)), 6)
+        self.yt = _nice_ticks(*_span(min(ys), max(ys)), 6)
+        ylabels = [format(t, yfmt) if yfmt else _tick_label(t, self.yt) for t in self.yt]
+        xlabels = [_tick_label(t, self.xt) for t in self.xt]
+        d, fs, W, H = cv.draw, cv.fs, cv.width, cv.height
+        pad = round(8 * cv.scale)
+        heading = _fit(printable(title), W - 2 * pad, lambda t: cv.text_w(t, cv.big)) if title else ""
+        top = pad + (fs + 3 + 2 * pad if heading else pad)
+        ylab_w = max(cv.text_w(lab, cv.small) for lab in ylabels)
+        left = pad + (fs + pad if ylabel else 0) + ylab_w + pad
+        bottom = H - pad - (fs + pad if xlabel else 0) - fs - pad
+        right_px = W - max(right, 2 * pad)
+        self.cv, self.box = cv, (left, top, right_px, bottom)
+        self.x0, self.x1, self.y0, self.y1 = self.xt[0], self.xt[-1], self.yt[0], self.yt[-1]
+        for t, lab in zip(self.yt, ylabels):
+            y = self.P(self.x0, t)[1]
+            d.line([(left, y), (right_px, y)], fill=_GRID)
+            d.text((left - pad / 2 - cv.text_w(lab, cv.small), y - fs / 2), lab, fill=_AXIS, font=cv.small)
+        for t, lab in zip(self.xt, xlabels):
+            x = self.P(t, self.y0)[0]
+            d.line([(x, top), (x, bottom)], fill=_GRID)
+            d.line([(x, bottom), (x, bottom + 4)], fill=_AXIS)
+            d.text((x - cv.text_w(lab, cv.small) / 2, bottom + 6), lab, fill=_AXIS, font=cv.small)
+        d.rectangle([left, top, right_px, bottom], outline=_AXIS)
+        if heading:
+            d.text((pad, pad), heading, fill="black", font=cv.big)
+        if xlabel:
+            lab = _fit(printable(xlabel), right_px - left, cv.text_w)
+            d.text(((left + right_px) / 2 - cv.text_w(lab) / 2, H - pad - fs - 2), lab, fill="black", font=cv.font)
+        if ylabel:
+            lab = _fit(printable(ylabel), bottom - top, cv.text_w)
+            _vertical_text(cv, (pad, (top + bottom) / 2 - cv.text_w(lab) / 2), lab, cv.font)
+
+    def P(self, x: float, y: float) -> tuple[float, float]:
+        left, top, right, bottom = self.box
+        px = left + (x - self.x0) / ((self.x1 - self.x0) or 1.0) * (right - left)
+        py = bottom - (y - self.y0) / ((self.y1 - self.y0) or 1.0) * (bottom - top)
+        lim = 10.0 + max(self.cv.width, self.cv.height)
+        return min(max(px, -lim), 2 * lim), min(max(py, -lim), 2 * lim)
+
+    def line(self, pts, colour, width: int = 2) -> None:
+        """A polyline through the finite points (a dot for a single one)."""
+        px = [self.P(x, y) for x, y in pts]
+        if len(px) == 1:
+            x, y = px[0]
+            self.cv.draw.ellipse([x - width, y - width, x + width, y + width], fill=colour)
+        elif px:
+            self.cv.draw.line(px, fill=colour, width=width, joint="curve")
+
+    def dot(self, x: float, y: float, colour, radius: float, name: str = "", name_colour=None) -> None:
+        """A dot, with its name right of it, or left where the name would leave the plot box."""
+        cv, (px, py) = self.cv, self.P(x, y)
+        cv.draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=colour)
+        if name:
+            name = _fit(printable(name), (self.box[2] - self.box[0]) / 2, lambda t: cv.text_w(t, cv.small))
+            w = cv.text_w(name, cv.small)
+            nx = px + radius + 3 if px + radius + 3 + w <= self.box[2] else px - radius - 3 - w
+            cv.draw.text((nx, py - cv.fs / 2), name, fill=name_colour or colour, font=cv.small)
+
+
+def _legend(cv, x: float, y: float, items, width: float) -> float:
+    """A line sample and a label per (label, colour), labels cut to ``width``; returns the y below the last."""
+    sample = round(26 * cv.scale)
+    for label, colour in items:
+        cv.draw.line([(x, y + cv.fs / 2 + 1), (x + sample, y + cv.fs / 2 + 1)], fill=colour, width=3)
+        label = _fit(printable(label), width - sample - 6, lambda t: cv.text_w(t, cv.small))
+        cv.draw.text((x + sample + 6, y), label, fill="black", font=cv.small)
+        y += cv.fs + 6
+    return y
+
+
+_ROUTER, _MIX, _ORACLE, _CANDIDATE = (30, 80, 220), (150, 150, 150), (40, 160, 40), (200, 60, 40)
+
+
+def plot_deferral(result: dict, title: str = "", size=(720, 480)):
+    """Draw a deferral-curve plot from an evaluate/cross_validate result; returns a PIL image. The y axis is
+    the metric's mean quality; points that are not finite are left out."""
+    cv = _Canvas(*size, base=15)
+    s = result["summary"]
+    metric = s.get("metric") or "quality"
+    cands = {n: v for n, v in result["candidates"].items() if _finite(v.get("cost")) and _finite(v.get("mean_quality"))}
+    curves = [(label, _finite_xy(s[key]["cost"], s[key]["quality"]), colour, width)
+              for label, key, colour, width in (("oracle", "oracle", _ORACLE, 2),
+                                                ("best fixed mix", "best_fixed_mix", _MIX, 2),
+                                                ("router", "router_envelope", _ROUTER, 3)) if key in s]
+    points = _finite_xy([p.get("mean_cost") for p in result["points"]],
+                        [p.get("mean_quality") for p in result["points"]])
+    xs = [v["cost"] for v in cands.values()] + [x for c in curves for x, _ in c[1]] + [x for x, _ in points]
+    ys = [v["mean_quality"] for v in cands.values()] + [y for c in curves for _, y in c[1]] + [y for _, y in points]
+    ax = _Axes(cv, xs or [1.0], ys, title or f"deferral curve ({metric})",
+               "mean cost per image (s)", f"mean {metric}")
+    for _, pts, colour, width in curves:
+        ax.line(pts, colour, width)
+    for x, y in points:
+        ax.dot(x, y, _ROUTER, 2)
+    for name, v in cands.items():
+        ax.dot(v["cost"], v["mean_quality"], _CANDIDATE, 4, name, (120, 30, 20))
+    left, top, right, _ = ax.box
+    legend_w = min(round(170 * cv.scale), (right - left) / 2)
+    rows = len(curves) + (1 if _finite(s.get("gap_closed")) else 0)
+    cv.draw.rectangle([right - legend_w - 6, top + 2, right - 2, top + 10 + rows * (cv.fs + 6)], fill="white",
+                      outline=_GRID)
+    y = _legend(cv, right - legend_w, top + 6, [(c[0], c[2]) for c in reversed(curves)], legend_w - 6)
+    if _finite(s.get("gap_closed")):
+        cv.draw.text((right - legend_w, y), f"gap closed {s['gap_closed']:.1%}", fill="black", font=cv.small)
+    return cv.img
+
+
+def plot_curves(lines, dots=(), title: str = "", xlabel: str = "mean cost per image (s)", size=(720, 480),
+                x_from_zero: bool = True, yfmt: str | None = None, hline: float | None = None, ylabel: str = ""):
+    """Several curves on one set of axes, with the legend in a right margin; returns a PIL image.
+
+    ``lines``: (label, xs, ys, (r, g, b), width) per curve; ``dots``: (label, x, y, (r, g, b)) per
+    labelled point (single candidates, say); ``hline``: a thin reference line at that y; ``yfmt``: a
+    format for the y tick labels (default: as many decimals as the round ticks need)."""
+    cv = _Canvas(*size, base=15)
+    curves = [(label, _finite_xy(lx, ly), colour, width) for label, lx, ly, colour, width in lines]
+    marks = [(name, x, y, colour) for name, x, y, colour in dots if _finite(x) and _finite(y)]
+    xs = [x for c in curves for x, _ in c[1]] + [m[1] for m in marks]
+    ys = [y for c in curves for _, y in c[1]] + [m[2] for m in marks] + ([hline] if _finite(hline) else [])
+    legend_w = min(max((cv.text_w(printable(c[0]), cv.small) for c in curves), default=0) + 50 * cv.scale,
+                   size[0] * 0.3)
+    ax = _Axes(cv, xs, ys, title, xlabel, ylabel,
+               right=legend_w + 12 * cv.scale, x_from_zero=x_from_zero, yfmt=yfmt)
+    if _finite(hline):
+        ax.line([(ax.x0, hline), (ax.x1, hline)], (200, 200, 200), 1)
+    for _, pts, colour, width in curves:
+        ax.line(pts, colour, width)
+    for name, x, y, colour in marks:
+        ax.dot(x, y, colour, 4, name)
+    _legend(cv, ax.box[2] + 10 * cv.scale, ax.box[1] + 6, [(c[0], c[2]) for c in curves], legend_w - 4)
+    return cv.img
+
 
 
 def _cost_series(summary: dict) -> dict:
