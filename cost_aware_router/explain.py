@@ -45,8 +45,8 @@ def explain(router, d, z: np.ndarray, allowed, lam: float, target: float | None 
         lines.append(budget_words(router, lam, target, calibration))
     if "held" in d.extra:
         h = d.extra["held"]
-        lines.append(f"held so far: {h['realised_mean_cost']:.3g} s/image on average over {h['count']} prompt(s) "
-                     f"(target {h['target']:g} s/image)")
+        lines.append(f"holding {h['target']:g} s/image on average: {h['realised_mean_cost']:.3g} s/image so far over "
+                     f"{h['count']} prompt(s)")
     order = sorted(range(len(names)), key=lambda j: (cost[j], names[j]))
     lines += _table(names, cost, q, c, ok, order, router.metric)
     lines.append(cost_source(router))
