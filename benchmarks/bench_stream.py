@@ -9,7 +9,8 @@ session) and shuffled (``--seeds`` orders), at each target average cost, by
 
 * ``stateless``: ``Router.choices`` with ``Budget(budget=B)``: the cost weight read off the
   calibration curve of the training prompts, two neighbouring operating points mixed by prompt hash;
-* ``hold``: ``BudgetHolder.decide(z_row)`` prompt by prompt (cost_aware_router/hold.py), started
+* ``hold``: the product's decision loop (``decision.loop.decide``, as ``Router.route`` calls it) with a
+  ``BudgetHolder`` (cost_aware_router/decision/hold.py), prompt by prompt, started
   from the calibrated cost weight (the two neighbouring operating points of ``budget_mixture``
   interpolated in log lam by the share on the dearer one);
 * ``hold_cost_only``: the same holder told only the cost of each choice (``lam()`` / ``observe(cost)``);
@@ -40,8 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 from prompt_corpora import SHARED_DATA, read_corpora  # noqa: E402
 
-from cost_aware_router.budget import Budget  # noqa: E402
-from cost_aware_router.hold import BudgetHolder  # noqa: E402
+from cost_aware_router.decision.budget import Budget  # noqa: E402
+from cost_aware_router.decision.hold import BudgetHolder  # noqa: E402
+from cost_aware_router.decision.loop import decide  # noqa: E402
+from cost_aware_router.decision.rule import choose  # noqa: E402
 from cost_aware_router.router_file import load_router  # noqa: E402
 
 LAST = 500
@@ -70,7 +73,7 @@ def predictions(router, prompts: list[str], cache: Path | None, key: str) -> np.
 def oracle_lam(z: np.ndarray, cost: np.ndarray, target: float) -> float:
     """The smallest single cost weight whose choices on this stream cost at most ``target`` on average."""
     def spend(lam):
-        return cost[np.argmax(z - lam * cost[None, :] - 1e-12 * cost[None, :], axis=1)].mean()
+        return cost[choose(z, cost, lam)].mean()
     if spend(0.0) <= target:
         return 0.0
     lo, hi = 1e-9, 1.0
@@ -99,7 +102,8 @@ def run_stream(router, fingerprint: str, z: np.ndarray, prompts: list[str], targ
 
     holder = BudgetHolder(target, lam0, cost, fingerprint)
     t = time.perf_counter()
-    picks = np.array([holder.decide(row) for row in z])
+    plan = router.plan(Budget(budget=target))
+    picks, _, _, _ = decide(z, cost, plan, prompts, holder=holder)
     out["hold"] = {**summarise(picks, z, cost, target), "final_lam": round(holder.lam(), 5),
                    "ms_per_prompt": round(1000 * (time.perf_counter() - t) / len(z), 3)}
 
@@ -107,12 +111,12 @@ def run_stream(router, fingerprint: str, z: np.ndarray, prompts: list[str], targ
     picks = np.empty(len(z), dtype=int)
     for i, row in enumerate(z):
         lam = holder.lam()
-        picks[i] = int(np.argmax(row - lam * cost - 1e-12 * cost))
+        picks[i] = int(choose(row[None, :], cost, lam)[0])
         holder.observe(float(cost[picks[i]]))
     out["hold_cost_only"] = {**summarise(picks, z, cost, target), "final_lam": round(holder.lam(), 5)}
 
     lam = oracle_lam(z, cost, target)
-    picks = np.argmax(z - lam * cost[None, :] - 1e-12 * cost[None, :], axis=1)
+    picks = choose(z, cost, lam)
     out["oracle"] = {**summarise(picks, z, cost, target), "lam": round(lam, 5)}
     return out
 

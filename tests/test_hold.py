@@ -1,4 +1,4 @@
-"""BudgetHolder (cost_aware_router/hold.py): holding a target average cost on a prompt stream.
+"""BudgetHolder (cost_aware_router/decision/hold.py): holding a target average cost on a prompt stream.
 
 Synthetic streams only (no model): seven candidates from 0.03 s to 30 s per image, predicted quality
 rising with log cost at a per-prompt rate (some prompts gain a lot from a dearer candidate, some
@@ -11,8 +11,11 @@ import math
 import numpy as np
 import pytest
 
+from cost_aware_router.decision.budget import Budget, Plan
+from cost_aware_router.decision.hold import BudgetHolder, trade_off
+from cost_aware_router.decision.hold_state import load_state, save_state
+from cost_aware_router.decision.loop import decide
 from cost_aware_router.errors import RouterError
-from cost_aware_router.hold import BudgetHolder, load_state, trade_off
 
 COST = np.array([0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0])
 FP = "router-fingerprint-1"
@@ -38,12 +41,12 @@ def oracle_lam(z, cost, target):
     return hi
 
 
-def run_z(holder, z):
-    lams, picks = [], []
-    for row in z:
-        lams.append(holder.lam())
-        picks.append(holder.decide(row))
-    return np.array(picks), np.array(lams)
+def run_z(holder, z, cost=COST, allowed=None):
+    """The product's decision loop (``loop.decide``, as ``Router.route`` and ``replay`` call it) over a
+    stream of predicted qualities with a held budget: (choices, cost weight used for each prompt)."""
+    plan = Plan(Budget(), 0.0, 0.0, 0.0, allowed, None, holder.target)
+    picks, lams, _, _ = decide(np.atleast_2d(z), cost, plan, [f"prompt {i}" for i in range(len(z))], holder=holder)
+    return picks, lams
 
 
 def run_cost_only(holder, z, cost=COST):
@@ -187,7 +190,7 @@ def test_random_costs_and_targets_never_give_nan_or_inf():
             lam = h.lam()
             assert math.isfinite(lam) and lam >= 0
             if k % 2:
-                h.decide(row)
+                run_z(h, row[None], cost)
             else:
                 h.observe(float(cost[pick(row[None], cost, lam)[0]]))
         assert math.isfinite(h.debt) and math.isfinite(h.mean_cost)
@@ -251,7 +254,7 @@ def test_state_round_trip_through_a_file_continues_identically(tmp_path):
     a = BudgetHolder(1.0, 0.5, COST, FP)
     run_z(a, z[:300])
     path = tmp_path / "hold.json"
-    a.save_state(path)
+    save_state(a, path)
     saved = json.loads(path.read_text())
     assert saved["format"] and saved["version"] == 1 and saved["router_fingerprint"] == FP
     assert saved["count"] == 300 and saved["target"] == 1.0
@@ -261,7 +264,7 @@ def test_state_round_trip_through_a_file_continues_identically(tmp_path):
     pb, lb = run_z(b, z[300:])
     assert np.array_equal(pa, pb) and np.array_equal(la, lb)
     # saving again replaces the file whole and leaves no temporary files behind
-    b.save_state(path)
+    save_state(b, path)
     assert json.loads(path.read_text())["count"] == 600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hold.json"]
 
@@ -270,7 +273,7 @@ def test_cost_only_state_round_trip(tmp_path):
     z, _ = stream(400, 15)
     a = BudgetHolder(2.0, 0.0, COST, FP)
     run_cost_only(a, z[:200])
-    a.save_state(tmp_path / "s.json")
+    save_state(a, tmp_path / "s.json")
     b = load_state(tmp_path / "s.json", FP, 2.0, 0.0, COST)
     pa, _ = run_cost_only(a, z[200:])
     pb, _ = run_cost_only(b, z[200:])
@@ -376,11 +379,11 @@ def test_bad_arguments_are_refused(args):
 def test_bad_rows_and_costs_are_refused():
     h = BudgetHolder(1.0, 0.1, COST, FP)
     with pytest.raises(RouterError):
-        h.decide(np.zeros(3))
+        run_z(h, np.zeros((1, 3)))
     with pytest.raises(RouterError):
-        h.decide(np.full(len(COST), np.nan))
+        run_z(h, np.full((1, len(COST)), np.nan))
     with pytest.raises(RouterError):
-        h.decide(np.zeros(len(COST)), allowed=np.zeros(len(COST), dtype=bool))
+        run_z(h, np.zeros((1, len(COST))), allowed=np.zeros(len(COST), dtype=bool))
     with pytest.raises(RouterError):
         h.observe(float("inf"))
     assert h.count == 0
@@ -390,6 +393,6 @@ def test_allowed_mask_is_respected():
     z, _ = stream(300, 17)
     allowed = COST <= 3.0
     h = BudgetHolder(2.0, 0.1, COST, FP)
-    picks = np.array([h.decide(row, allowed) for row in z])
+    picks, _ = run_z(h, z, allowed=allowed)
     assert np.all(allowed[picks])
     assert abs(COST[picks].mean() / 2.0 - 1) <= 0.05

@@ -11,8 +11,9 @@ from conftest import ROOT
 from test_collect import PROMPTS, _candidates_file
 
 from cost_aware_router.collect import collect, read_candidates
+from cost_aware_router.decision.hold import WINDOW_MAX, BudgetHolder
+from cost_aware_router.decision.hold_state import load_state, save_state
 from cost_aware_router.errors import RouterError
-from cost_aware_router.hold import WINDOW_MAX, BudgetHolder, load_state
 from cost_aware_router.scored import load_dataset
 from cost_aware_router.scored.record import MAX_CANDIDATES, MAX_PROMPT_CHARS
 
@@ -47,7 +48,7 @@ def test_largest_router_state_is_readable_by_its_own_reader(tmp_path, window):
         allowed = rng.uniform(size=MAX_CANDIDATES) < 0.9  # a cap: the state keeps each prompt's mask too
         allowed[0] = True
         holder.observe(float(cost[0]), rng.normal(size=MAX_CANDIDATES) * 1e-7 + np.pi, allowed)
-    path = holder.save_state(tmp_path / "s.json")
+    path = save_state(holder, tmp_path / "s.json")
     assert path.stat().st_size > 1 << 20  # over the old 1 MiB limit of the reader
     again = load_state(path, "fp", 2.0, 0.1, cost)
     assert again.count == window and again.lam() == pytest.approx(holder.lam())

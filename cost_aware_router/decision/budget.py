@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import RouterError
-from .predictors import choose, lambda_grid
-from .validate import finite
+from ..errors import RouterError
+from ..predictors import lambda_grid
+from ..validate import finite
+from .rule import choose
 
 DEFAULT_TOLERANCE = 0.05  # in standard deviations of the metric
 CALIBRATION_POINTS = 200

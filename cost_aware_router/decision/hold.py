@@ -6,10 +6,11 @@ calibration curve measured on the training prompts. On another prompt distributi
 on COCO). :class:`BudgetHolder` sets ``lam`` prompt by prompt from what the stream itself has
 done, so the realised average stays at B whatever the prompts are and in whatever order they come.
 
-The rule for the next prompt's ``lam`` (``lam()``; ``decide(z_row)`` chooses with it and records):
+The rule for the next prompt's ``lam`` (``lam()``; ``loop.decide`` chooses with it and records the
+choice with ``observe``):
 
 1. **Trade-off window.** For each recent prompt whose predicted qualities were given
-   (``decide(z_row)`` or ``observe(cost, z_row=...)``) the holder keeps the exact cost that
+   (``observe(cost, z_row=...)``, as ``loop.decide`` calls it) the holder keeps the exact cost that
    ``argmax_c z_c - lam * cost_c`` would have as a function of ``lam``: a falling step function
    whose steps are where the upper hull of the lines ``z_c - lam * cost_c`` changes candidate. Their
    average, each prompt weighted by age (half-life ``HALF_LIFE`` prompts, at most ``WINDOW`` kept),
@@ -44,31 +45,26 @@ dozen prompts instead of hundreds). It holds the average too, but must overspend
 learn, so on short streams with a far start or a cost range of 1000x it misses where the window
 does not: give ``z_row`` whenever it is at hand.
 
-``state()`` / ``save_state`` / ``load_state``: a JSON state (target, router fingerprint, counts,
-debt, controller memory, the window's predicted qualities) so a holder survives restarts; a state
-for another router or another target is refused.
+``state()`` / ``from_state``: a JSON state (target, router fingerprint, counts, debt, controller
+memory, the window's predicted qualities) so a holder survives restarts; a state for another router
+or another target is refused. ``hold_state.py`` writes and reads it as a file.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
-import os
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 
-from .errors import RouterError
-from .validate import finite
+from ..errors import RouterError
+from ..validate import finite
+from .rule import pick
 
 STATE_FORMAT = "cost_aware_router.budget_hold"
 STATE_VERSION = 1
 WINDOW_MAX = 1000  # the largest window a holder accepts
-# a state holds at most WINDOW_MAX rows of scored.record.MAX_CANDIDATES (256) numbers of at most 25 characters
-# plus the allowed masks: 7.2 MB; the reader's limit is above anything the writer can write (checked on save)
-MAX_STATE_BYTES = 16 << 20
 
 WINDOW = 200  # prompts whose trade-off curves set lam ...
 HALF_LIFE = 50.0  # ... weighted by age: a prompt this many prompts old counts half
@@ -118,7 +114,7 @@ def trade_off(z: np.ndarray, cost: np.ndarray, allowed: np.ndarray | None = None
     if len(idx) == 0:
         raise RouterError("no candidate is allowed and has a finite predicted quality")
     zz, cc = z[idx], cost[idx]
-    j = int(np.argmax(zz - 1e-12 * cc))
+    j = int(pick(zz, cc))
     c0 = float(cc[j])
     lams, drops = [], []
     lam = 0.0
@@ -205,12 +201,21 @@ class BudgetHolder:
             self._cached = self._compute_lam()
         return self._cached
 
+    def lam_for(self, z_row, allowed=None) -> float:
+        """The cost weight for a prompt with predicted qualities ``z_row``: ``lam()``, except that a
+        holder with no trade-off in its window yet reads this prompt's own (a fresh holder does not
+        start on its prior alone)."""
+        z, ok = self.check_row(z_row, allowed)
+        if not self._curves:
+            self._cached = self._compute_lam([trade_off(z, self._cost, ok)])
+        return self.lam()
+
     def observe(self, cost_of_choice: float, z_row=None, allowed=None) -> None:
         """Record the cost of the candidate chosen for a prompt; give its predicted qualities
         ``z_row`` (and the ``allowed`` mask used, if any) so the holder learns the stream's
         trade-offs, not just its spending."""
         c = finite(cost_of_choice, "cost of the choice", minimum=0.0)
-        row = self._check_row(z_row, allowed) if z_row is not None else None
+        row = self.check_row(z_row, allowed) if z_row is not None else None
         aim, used = self._aim(), self.lam()
         self._count += 1
         self._extra *= 1.0 - EXTRA_WEIGHT
@@ -235,30 +240,6 @@ class BudgetHolder:
         self._debt = float(np.clip(self._debt + c, *self._debt_range()))
         self._extra = min(self._extra + EXTRA_WEIGHT * c, float(self._cost.sum()))
         self._cached = None
-
-    def decide(self, z_row, allowed=None) -> int:
-        """Choose for one prompt with the current cost weight, record it, return the candidate index."""
-        z, ok = self._check_row(z_row, allowed)
-        if self._curves:
-            lam = self.lam()
-        else:  # nothing seen yet: this prompt's own trade-off is the window
-            lam = self._cached = self._compute_lam(trade_off(z, self._cost, ok))
-        util = z - lam * self._cost - 1e-12 * self._cost
-        util = np.where(np.isfinite(util), util, -np.inf)
-        if ok is not None:
-            util = np.where(ok, util, -np.inf)
-        if not np.isfinite(util).any():
-            raise RouterError("no candidate is allowed and has a finite predicted quality")
-        i = int(np.argmax(util))
-        self.observe(float(self._cost[i]), z, ok)
-        return i
-
-    def decide_many(self, z, allowed=None) -> np.ndarray:
-        """:meth:`decide` for each row of ``z`` in order."""
-        z = np.asarray(z, dtype=np.float64)
-        if z.ndim != 2:
-            raise RouterError(f"predicted qualities must be a [prompts, candidates] array, got shape {z.shape}")
-        return np.array([self.decide(row, allowed) for row in z], dtype=int)
 
     # -- state -----------------------------------------------------------------------
     def state(self) -> dict:
@@ -298,21 +279,6 @@ class BudgetHolder:
         holder._restore(state, where)
         return holder
 
-    def save_state(self, path: str | os.PathLike) -> Path:
-        """Write the state as JSON, atomically (the file is replaced whole or not at all)."""
-        from .fileutil import atomic_write
-
-        text = json.dumps(self.state(), allow_nan=False)
-        if len(text.encode("utf-8")) > MAX_STATE_BYTES:  # cannot happen within the documented limits; never
-            raise RouterError(f"budget state for {len(self._cost)} candidates is over the "  # write unreadable
-                              f"{MAX_STATE_BYTES >> 20} MiB a state file may hold")
-
-        def write(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-
-        return atomic_write(path, write, overwrite=True)
-
     # -- internals -------------------------------------------------------------------
     def _default_lam(self) -> float:
         """A reference cost weight when none is given: a tenth of a quality unit per cost spread."""
@@ -329,7 +295,7 @@ class BudgetHolder:
     def _aim(self) -> float:
         return self._target - self._debt / self._horizon()
 
-    def _check_row(self, z_row, allowed) -> tuple[np.ndarray, np.ndarray | None]:
+    def check_row(self, z_row, allowed=None) -> tuple[np.ndarray, np.ndarray | None]:
         try:
             z = np.asarray(z_row, dtype=np.float64)
         except (TypeError, ValueError):
@@ -372,8 +338,8 @@ class BudgetHolder:
         lo, hi = math.log(lams[k - 1]), math.log(lams[k])
         return float(math.exp(lo + min(max(frac, 0.0), 1.0) * (hi - lo))), False
 
-    def _compute_lam(self, current=None) -> float:
-        curves = list(self._curves) if self._curves else ([current] if current is not None else [])
+    def _compute_lam(self, curves: list | None = None) -> float:
+        curves = list(self._curves) if curves is None else curves
         if curves:
             # the window's curves are the routed image's cost; escalations spend on top of it
             lam, saturated = self._window_lam(self._aim() - self._extra, curves)
@@ -465,7 +431,7 @@ class BudgetHolder:
                 z = [-math.inf if v is None else v for v in z]
                 if r[1] is not None and (not isinstance(r[1], list) or not all(v in (0, 1) for v in r[1])):
                     raise RouterError("allowed must be a list of 0/1 or null")
-                restored.append(self._check_row(z, r[1]))
+                restored.append(self.check_row(z, r[1]))
         except RouterError as exc:
             msg = str(exc)
             if msg.startswith(where):
@@ -498,32 +464,3 @@ def _check_header(state: dict, where: str) -> None:
         raise RouterError(f"{where} is not a budget-holder state (format {state.get('format')!r})")
     if state.get("version") != STATE_VERSION:
         raise RouterError(f"{where} has state version {state.get('version')!r}; this version reads {STATE_VERSION}")
-
-
-def load_state(path: str | os.PathLike, router_fingerprint: str, target: float, start_lam: float, cost
-               ) -> BudgetHolder:
-    """A holder resumed from the JSON state file ``path`` if it exists, else a fresh one.
-    Refuses (RouterError naming the file) a state for another router or target, or a corrupt file."""
-    from .fileutil import open_regular
-
-    path = Path(path)
-    if not os.path.lexists(path):
-        return BudgetHolder(target, start_lam, cost, router_fingerprint)
-    where = f"budget state file {path}"
-    try:
-        with open_regular(path, "budget state file") as fh:  # a FIFO or a device is refused, never opened
-            raw = fh.read(MAX_STATE_BYTES + 1)
-        if len(raw) > MAX_STATE_BYTES:
-            raise RouterError(f"{where} is over {MAX_STATE_BYTES >> 20} MiB; it is not a budget state")
-        state = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except RecursionError:
-        raise RouterError(f"{where} is not valid JSON (nested too deeply)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise RouterError(f"{where} is not valid JSON ({str(exc).splitlines()[0][:100]})") from None
-    except OSError as exc:
-        raise RouterError(f"cannot read {where}: {exc.strerror or exc}") from None
-    return BudgetHolder.from_state(state, router_fingerprint, target, cost=cost, start_lam=start_lam, where=where)
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not allowed")
