@@ -12,10 +12,18 @@ computes for it, report box included (web/cost_aware_router.js gives each report
 so a run does not resize a node), and nodes are stacked in columns with gaps. Each workflow opens
 with a Markdown note: what it does, what it needs first and what to change on a CPU or a GPU.
 
-Template browser: ComfyUI 1.49.6 shows a custom pack's template by its file name and reads no
-title or description for it (an index.json beside the workflows would be listed as a template of
-its own), so each thumbnail carries the title, a one-line description and what to install, in text
-large enough to read at card size (the cards are about 240 px square).
+Template browser: ComfyUI 1.49.6 shows a custom pack's template by its file name (as the title, and
+with '_' as spaces as the description) and reads no title or description for it (an index.json beside
+the workflows would be listed as a template of its own). So the file names carry the order of the path a
+person walks (1 route, 2 collect, 3 train, 4 learn, 5 add, 6 verify: ``NAMES``), and each thumbnail
+carries the title, a one-line description and what to install, in text large enough to read at card
+size (the cards are about 240 px square).
+
+One set of labels end to end: 3_train_router exports the public TIFA table (Export Rating Table) and
+trains my_router on its CLIPScore column (ViT-B/32, the Quality Scorer's scale with that model);
+4_route_score_learn and 6_route_verify_escalate route among two of its candidates (SD 1.5 and SD 2.1,
+any subset of a router's candidates routes) and score with a CLIP ViT-B/32 model, so the feedback is on
+the router's own scale.
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ SIZE = {
     "save_image": (420, 460),
     "scorer": (360, 150),
     "save_scored": (400, 480),
-    "train": (420, 380),
+    "train": (440, 420),
+    "export": (560, 250),
     "preview_image": (560, 420),
     "anchors": (560, 290),
     "add": (560, 350),
@@ -147,11 +156,22 @@ SWEEP_PROMPTS = "\n".join([
 # The route_and_generate budget: a target average cost on the default router's calibration curve
 # (router_weights/README.md): about half of always-SDXL's cost.
 TARGET_MODE, TARGET_SECONDS = "target average cost (s/image)", 3.0
-LEARN_ROUTER = "my_router.safetensors"  # route_score_learn: the router train_router saves
+LEARN_ROUTER = "my_router.safetensors"  # 4_route_score_learn: the router 3_train_router saves
+# 3_train_router: the public table it exports and the metric it trains on (tables.PATH_TABLE, PATH_METRIC)
+PATH_TABLE, PATH_METRIC = "tifa_160", "clipscore_vitb32"
+PATH_SCORER = "clip-vit-base-patch32"  # the CLIP model whose CLIPScore is the table's clipscore_vitb32
+PATH_CANDIDATES = [  # two of the TIFA table's candidates (tables.TABLES["tifa_160"]): labels of my_router
+    ("sd15-50", "v1-5-pruned-emaonly.safetensors", 50, 7.5, "euler", "normal"),
+    ("sd21-50", "v2-1_768-ema-pruned.safetensors", 50, 7.0, "euler", "normal"),
+]
+# file name (the template browser's title and order) of each workflow
+NAMES = {"route_and_generate": "1_route_and_generate", "collect_scored_generations": "2_collect_scored_generations",
+         "train_router": "3_train_router", "route_score_learn": "4_route_score_learn",
+         "add_candidate": "5_add_candidate", "route_verify_escalate": "6_route_verify_escalate"}
 
 NOTES = {
     "route_and_generate": """\
-## Route each prompt to the cheapest good candidate
+## 1. Route each prompt to the cheapest good candidate
 
 Five **Router Candidates** (the default router's: SD 1.5 at 50 and 10 steps, at low and high CFG, and SDXL \
 at 50 steps) → **Candidate Pool** → **Cost-Aware Router** → KSampler. For each prompt the router predicts \
@@ -168,14 +188,14 @@ cost of always using SDXL, for an expected quality of 3.09 instead of 3.30 (AGIQ
 **CPU only:** an image takes minutes. Set `max_cost` to 1.6 to stay on SD 1.5, or to 0.4 for 10 steps only.
 
 **GPU:** nothing to change. SDXL is at its best at 1024×1024 (Empty Latent Image). To route on your own \
-machine's costs, measure them (collect_scored_generations) and type the seconds into each candidate's `cost`.
+machine's costs, measure them (2_collect_scored_generations) and type the seconds into each candidate's `cost`.
 """,
     "collect_scored_generations": """\
-## Collect scored generations: the data for your own router
+## 2. Collect scored generations: the data for your own router
 
 Your candidates → Candidate Pool → **Measure Candidate Costs** (seconds per image on this machine) → \
 **Candidate Sweep** (every prompt × seed × candidate) → KSampler → **Quality Scorer** → **Save Scored \
-Generation**, into `output/scored_generations`. A rerun resumes where it stopped; then train with train_router.
+Generation**, into `output/scored_generations`. A rerun resumes where it stopped; then train with 3_train_router.
 
 **Needs first**
 - `v1-5-pruned-emaonly.safetensors` and `sd_xl_turbo_1.0_fp16.safetensors` in `models/checkpoints` (or your \
@@ -190,24 +210,28 @@ Costs and Empty Latent Image).
 **GPU:** add prompts (a useful router needs 100 or more) and raise `seeds` to 2-4.
 """,
     "train_router": """\
-## Train your own router
+## 3. Train your own router
 
-Fits a router from a folder of scored generations and saves it into `models/router_weights` as \
-`my_router.safetensors`; then pick it in the Cost-Aware Router node. The node shows what it trained and \
-how well; the preview shows the cost-quality curve.
+**Export Rating Table** writes a public rating table into `output/rating_tables/tifa_160` (TIFA: 160 \
+prompts, each made by SD 1.1, 1.5 and 2.1 and scored); **Train Cost-Aware Router** fits a router on its \
+`clipscore_vitb32` scores and saves `my_router.safetensors` into `models/router_weights`. The node shows \
+what it trained and how well (the file is written only once that succeeded); the preview shows the curve.
 
-**Needs first:** a folder `scored_generations` in ComfyUI's output, input or user folder:
-- run the **collect_scored_generations** workflow (it saves into `output/scored_generations`), or
-- try a public rating table: `cost-aware-router export-table tifa_160 ComfyUI/output/scored_generations`.
+**Then:** press **R** (refresh node definitions) so `my_router` shows in the router lists, and open \
+**4_route_score_learn**: it routes among my_router's candidates and scores on the same scale.
 
-**CPU or GPU:** training runs on the CPU, in seconds to a minute; nothing to change.
+**Your own data instead:** after 2_collect_scored_generations, delete Export Rating Table and type \
+`scored_generations` in `data_folder` and `score` in `metric`; then use the same candidates and scorer in \
+4_route_score_learn. A table and a collection mixed in one folder are refused.
+
+**CPU or GPU:** training runs on the CPU, in seconds to a minute.
 """,
     "add_candidate": """\
-## Add a candidate to a router without retraining
+## 5. Add a candidate to a router without retraining
 
 1. **Router Anchor Prompts** lists the router's anchor prompts (for the default router, 128 prompts chosen \
 to be fit for a demo: no real people, drugs or violence).
-2. Generate and score the new candidate on them, in the router's metric: the collect_scored_generations \
+2. Generate and score the new candidate on them, in the router's metric: the 2_collect_scored_generations \
 workflow with the anchor prompts linked into Candidate Sweep's `prompts`, only the new candidate in the \
 pool, saving into `new_candidate`.
 3. **Add Candidate to Router** reads that folder and saves `default_plus_sd15_25.safetensors`; add the \
@@ -215,41 +239,40 @@ candidate with the same label to your pool.
 
 **Needs first:** the folder `new_candidate` from step 2. The default router's metric is human ratings \
 (AGIQA-3K perceptual quality, 0-5); a CLIPScore or PickScore is on another scale: for those, train your \
-own router (train_router).
+own router (3_train_router).
 
 **CPU or GPU:** adding takes seconds; nothing to change.
 """,
     "route_score_learn": """\
-## Route, score, and learn from every image
+## 4. Route, score, and learn from every image
 
-Your candidates → Candidate Pool → **Cost-Aware Router** (`my_router`) → KSampler → **Quality Scorer** → \
-**Router Feedback**. Only the chosen candidate is generated and scored; Router Feedback adds that one score \
-to `my_router_learnt.safetensors` (created from `my_router` the first time, in `models/router_weights`), \
-so the router improves on your own prompts without a full sweep. `explore` sends 10% of prompts to a \
-candidate the router knows least about here, so no candidate is judged on old data forever.
+Two of my_router's candidates (SD 1.5 and SD 2.1: a pool may hold any of a router's candidates) → \
+Candidate Pool → **Cost-Aware Router** (`my_router`) → KSampler → **Quality Scorer** → **Router Feedback**. \
+Only the chosen candidate is generated and scored; Router Feedback adds that score to \
+`my_router_learnt.safetensors` (made from `my_router` the first time), so the router improves on your own \
+prompts without a full sweep. `explore` sends 10% of prompts to the candidate it knows least about here.
 
-**Needs first:** `my_router.safetensors` from **train_router**, trained on what \
-**collect_scored_generations** saved: the same candidates (labels) and the **same scorer** (kind and model) \
-as here. A score on another scale (e.g. CLIPScore into the default router, which predicts human ratings) \
-would teach it wrong things.
+**Needs first:** `my_router.safetensors` from **3_train_router** (press R after training so it is listed); \
+`v1-5-pruned-emaonly.safetensors` and `v2-1_768-ema-pruned.safetensors` in `models/checkpoints`; Hugging \
+Face `openai/clip-vit-base-patch32` in `models/clip_scorers/clip-vit-base-patch32`: its CLIPScore is the \
+scale my_router was trained on. A score on another scale would teach it wrong things.
 
-**Then:** pick `my_router_learnt.safetensors` in the router node to route with what it learnt; keep \
-Router Feedback's `router` on the same router and `output_name` as they are.
+**Then:** pick `my_router_learnt.safetensors` in the router node to route with what it learnt.
 
 **CPU only:** 256×256 (Empty Latent Image). **GPU:** nothing to change.
 """,
     "route_verify_escalate": """\
-## Verify and escalate: a second try only for a bad image
+## 6. Verify and escalate: a second try only for a bad image
 
 Top row: **Cost-Aware Router** (`my_router`) → KSampler → **Quality Scorer** → **Escalation Plan**, which asks \
 the router's verify-and-escalate policy whether a dearer candidate is expected to add more than its cost. \
 Bottom row, run **only** when it is: a second KSampler on the plan's model and settings → decode → scorer. \
 **Verify and Escalate** saves the better image; for a kept image the bottom row never runs (its inputs are lazy).
 
-**Needs first:** `my_router.safetensors` from **train_router**, trained on a **collect_scored_generations** \
-folder with 20 or more prompts scored for every candidate, the same candidates and the **same scorer** as \
-here. The policy is fitted from it and switched on only if escalating beat routing alone there; a router \
-without it (e.g. the default one) never escalates, and the nodes say so.
+**Needs first:** what 4_route_score_learn needs: `my_router.safetensors` from **3_train_router**, its \
+checkpoints and the CLIP ViT-B/32 scorer. Its policy is fitted from the folder it was trained on (20 or \
+more prompts scored for every candidate) and switched on only if escalating beat routing alone there; a \
+router without it (e.g. the default one) never escalates, and the nodes say so.
 
 **Budget:** the router node's `verify_and_escalate` (advanced) is on, so the budget counts escalations.
 
@@ -352,10 +375,10 @@ def sampled(g: Graph, c_ks: Column, c_out: Column, source: int, text: int, pos: 
 ROUTE_COLUMNS = ("candidate", "pool", "route", "encode", "ksampler", "save_image")
 
 
-def scorer_node(g: Graph, col: Column) -> int:
+def scorer_node(g: Graph, col: Column, model: str = "clip-vit-large-patch14") -> int:
     """A Quality Scorer (its image and prompt linked by the caller)."""
     p, s = col.place("scorer")
-    return g.node("CostAwareRouter.QualityScorer", p, ["", "clip-vit-large-patch14", "clipscore"],
+    return g.node("CostAwareRouter.QualityScorer", p, ["", model, "clipscore"],
                   inputs=[("image", "IMAGE"), ("prompt", "STRING", "prompt")], outputs=[("score", "FLOAT")],
                   size=s, color=PURPLE)
 
@@ -370,13 +393,22 @@ def route_and_generate() -> dict:
 
 
 def train_router() -> dict:
+    """Export Rating Table (a public table, no shell step) -> Train Cost-Aware Router on the table's CLIPScore
+    column -> the curve. Export's folder feeds Train's data_folder, so the two run in order."""
     g = Graph()
-    c_note, c_train, c_curve = columns(SIZE["note"][0], SIZE["train"][0], SIZE["preview_image"][0])
+    c_note, c_export, c_train, c_curve = columns(SIZE["note"][0], SIZE["export"][0], SIZE["train"][0],
+                                                 SIZE["preview_image"][0])
     g.note(c_note.place("note")[0], NOTES["train_router"])
+    p, s = c_export.place("export")
+    export = g.node("CostAwareRouter.ExportTable", p, [PATH_TABLE, "rating_tables", False],
+                    outputs=[("data_folder", "STRING"), ("report", "STRING")], size=s, color=PURPLE)
     p, s = c_train.place("train")
-    train = g.node("CostAwareRouter.Train", p, ["scored_generations", "knn", "score", "my_router", False, False],
+    train = g.node("CostAwareRouter.Train", p, ["rating_tables/tifa_160", "knn", PATH_METRIC, "my_router", False,
+                                                False],
+                   inputs=[("data_folder", "STRING", "data_folder")],
                    outputs=[("router_name", "STRING"), ("report", "STRING"), ("deferral_curve", "IMAGE")],
                    size=s, color=PURPLE)
+    g.link(export, 0, train, "data_folder")
     p, s = c_curve.place("preview_image")
     curve = g.node("PreviewImage", p, inputs=[("images", "IMAGE")], size=s, title="Cost-quality curve")
     g.link(train, 2, curve, "images")
@@ -457,10 +489,10 @@ def route_score_learn() -> dict:
     g = Graph()
     c_note, *cols, c_learn = columns(SIZE["note"][0], *(SIZE[k][0] for k in ROUTE_COLUMNS), SIZE["feedback"][0])
     g.note(c_note.place("note")[0], NOTES["route_score_learn"])
-    text, router, dec = routed_generation(g, cols, SWEEP_CANDIDATES,
+    text, router, dec = routed_generation(g, cols, PATH_CANDIDATES,
                                           [LEARN_ROUTER, "router default", 0.0, 0.0, "", True, 0.1, False, False],
                                           "routed_learn")
-    score = scorer_node(g, c_learn)
+    score = scorer_node(g, c_learn, PATH_SCORER)
     p, s = c_learn.place("feedback")
     learn = g.node("CostAwareRouter.Feedback", p, [LEARN_ROUTER, "my_router_learnt"],
                    inputs=[("prompt", "STRING"), ("label", "STRING"), ("score", "FLOAT"),
@@ -482,9 +514,9 @@ def route_verify_escalate() -> dict:
                                                SIZE["scorer"][0], SIZE["verify"][0], SIZE["save_image"][0])
     c_route, c_enc, c_ks, c_out = cols[2:]
     g.note(c_note.place("note")[0], NOTES["route_verify_escalate"])
-    text, router, dec = routed_generation(g, cols, SWEEP_CANDIDATES,
+    text, router, dec = routed_generation(g, cols, PATH_CANDIDATES,
                                           [LEARN_ROUTER, "router default", 0.0, 0.0, "", True, 0.0, False, True], None)
-    first_score = scorer_node(g, c_out)
+    first_score = scorer_node(g, c_out, PATH_SCORER)
     p, s = c_route.place("plan")
     plan = g.node("CostAwareRouter.EscalationPlan", p, inputs=[("route", "COST_AWARE_ROUTE"), ("first_score", "FLOAT")],
                   outputs=[*ROUTE_OUTPUTS[:8], ("escalate", "BOOLEAN"), ("escalation", "COST_AWARE_ESCALATION"),
@@ -500,7 +532,7 @@ def route_verify_escalate() -> dict:
                  outputs=[("CONDITIONING", "CONDITIONING")], size=s, title="Negative (escalation)")
     latent = next(n["id"] for n in g.nodes if n["type"] == "EmptyLatentImage")
     dear = sampled(g, c_ks, c_out, plan, text, pos, neg, latent)
-    dear_score = scorer_node(g, c_out)
+    dear_score = scorer_node(g, c_out, PATH_SCORER)
     p, s = c_verify.place("verify")
     verify = g.node("CostAwareRouter.VerifyEscalate", p,
                     inputs=[("escalation", "COST_AWARE_ESCALATION"), ("first_image", "IMAGE"), ("dear_image", "IMAGE"),
@@ -533,19 +565,19 @@ CARDS = {
                                    "prompts: the data to train your own router.",
                                    ("your candidates", "sweep, score", "save to a folder"),
                                    "Needs: a CLIP model in models/clip_scorers"),
-    "train_router": ("Train a router", "Fits a router to your scored generations and draws its cost-quality "
-                     "curve.", ("scored folder", "train", "router file"),
-                     "Needs: a scored_generations folder"),
+    "train_router": ("Train a router", "Exports a public rating table (or takes your scored generations), fits "
+                     "a router and draws its curve.", ("rating table", "train", "my_router"),
+                     "Needs: nothing (exports a public table)"),
     "add_candidate": ("Add a candidate", "Adds a new checkpoint or step count to a router without "
                       "retraining.", ("anchor prompts", "score new one", "router + 1"),
                       "Needs: the new candidate's scores"),
     "route_score_learn": ("Route, score, learn", "Scores each routed image and teaches the router that score.",
                           ("route", "generate, score", "learn"),
-                          "Needs: my_router from train_router"),
+                          "Needs: my_router (3), CLIP ViT-B/32"),
     "route_verify_escalate": ("Verify and escalate", "Scores the routed image; only a bad one is made again "
                               "with a dearer candidate.",
                               ("route, generate", "score, verify", "keep or escalate"),
-                              "Needs: my_router from train_router"),
+                              "Needs: my_router (3), CLIP ViT-B/32"),
 }
 
 
@@ -579,6 +611,7 @@ def thumbnail(name: str, path: Path) -> None:
     from PIL import Image, ImageDraw
 
     title, blurb, flow, needs = CARDS[name]
+    title = f"{NAMES[name].split('_')[0]}. {title}"  # its place on the path, as in the file name
     W = H = 600
     img = Image.new("RGB", (W, H), (30, 32, 38))
     d = ImageDraw.Draw(img)
@@ -627,11 +660,15 @@ BUILDERS = {"route_and_generate": route_and_generate, "train_router": train_rout
 
 def main() -> int:
     OUT.mkdir(exist_ok=True)
+    keep = {f"{NAMES[n]}{ext}" for n in BUILDERS for ext in (".json", ".jpg")}
+    for old in [*OUT.glob("*.json"), *OUT.glob("*.jpg")]:  # a renamed workflow's old files
+        if old.name not in keep:
+            old.unlink()
     for name, build in BUILDERS.items():
         wf = build()
-        (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n", encoding="utf-8")
-        thumbnail(name, OUT / f"{name}.jpg")
-        print(f"wrote {OUT / name}.json/.jpg")
+        (OUT / f"{NAMES[name]}.json").write_text(json.dumps(wf, indent=1) + "\n", encoding="utf-8")
+        thumbnail(name, OUT / f"{NAMES[name]}.jpg")
+        print(f"wrote {OUT / NAMES[name]}.json/.jpg")
     return 0
 
 

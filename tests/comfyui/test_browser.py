@@ -24,45 +24,44 @@ from pathlib import Path
 
 import pytest
 
-from .harness import REPO, copy_data, score_new_candidate_on_anchors, train_sweep_router
+from .harness import REPO, score_new_candidate_on_anchors
 from .ui_to_api import widget_layout
 
-TEMPLATES = ["route_and_generate", "train_router", "add_candidate", "collect_scored_generations", "route_score_learn",
-             "route_verify_escalate"]
+# in the template browser's order: the path a person walks (route, collect, train, learn, add, verify)
+TEMPLATES = ["1_route_and_generate", "2_collect_scored_generations", "3_train_router", "4_route_score_learn",
+             "5_add_candidate", "6_route_verify_escalate"]
 EXAMPLES = {name: json.loads((REPO / "example_workflows" / f"{name}.json").read_text()) for name in TEMPLATES}
 DRIVER = Path(__file__).resolve().parent / "browser" / "driver.cjs"
-TIFA = REPO / "tests" / "data" / "tifa_160"
 # screenshot -> its name in docs/img (the README's "First ten minutes in ComfyUI")
 DOC_IMAGES = {"template_browser.png": "comfyui_templates.png",
-              "route_and_generate_flow.png": "comfyui_route_and_generate.png",
-              "collect_scored_generations_note.png": "comfyui_collect_note.png"}
+              "1_route_and_generate_flow.png": "comfyui_route_and_generate.png",
+              "2_collect_scored_generations_note.png": "comfyui_collect_note.png"}
 WARNING = re.compile(r"missing|not found|error|invalid|warning|required", re.IGNORECASE)
 SMALL = [{"type": "EmptyLatentImage", "widget": "width", "value": 64},
          {"type": "EmptyLatentImage", "widget": "height", "value": 64}]
 # What a person types before pressing Run, at test sizes (the workflows' own sizes are for real models).
 RUNS = {
-    "route_and_generate": SMALL,
-    "train_router": [],
-    "add_candidate": [],
-    "collect_scored_generations": SMALL + [
+    "1_route_and_generate": SMALL,
+    "3_train_router": [],
+    "5_add_candidate": [],
+    "2_collect_scored_generations": SMALL + [
         {"type": "CostAwareRouter.MeasureCosts", "widget": "width", "value": 64},
         {"type": "CostAwareRouter.MeasureCosts", "widget": "height", "value": 64},
         {"type": "CostAwareRouter.QualityScorer", "widget": "scorer_model", "value": "tiny_clip"},
         {"type": "CostAwareRouter.CandidateSweep", "widget": "output_folder", "value": "browser_collection"},
         {"type": "CostAwareRouter.SaveScoredGeneration", "widget": "folder", "value": "browser_collection"},
     ],
-    # my_router (from train_router, here on TIFA's candidates) stands in for the router trained on this
-    # pool's candidates and scorer: SWEEP_ROUTER, prepared by the fixture
-    "route_score_learn": SMALL + [
+    # my_router: what 3_train_router has just trained in this page from the exported table (one set of labels)
+    "4_route_score_learn": SMALL + [
         {"type": "CostAwareRouter.QualityScorer", "widget": "scorer_model", "value": "tiny_clip"},
-        {"type": "CostAwareRouter.Route", "widget": "router", "value": "sweep_router.safetensors"},
-        {"type": "CostAwareRouter.Feedback", "widget": "router", "value": "sweep_router.safetensors"},
     ],
-    "route_verify_escalate": SMALL + [
+    "6_route_verify_escalate": SMALL + [
         {"type": "CostAwareRouter.QualityScorer", "widget": "scorer_model", "value": "tiny_clip"},
-        {"type": "CostAwareRouter.Route", "widget": "router", "value": "sweep_router.safetensors"},
     ],
 }
+# A second run that fails, as a person's would: training again into my_router (another predictor, so ComfyUI does
+# not answer from its cache) without overwrite. The node must then show the error, not the last run's report.
+FAIL_RUNS = {"3_train_router": [{"type": "CostAwareRouter.Train", "widget": "predictor", "value": "ridge"}]}
 
 
 CI_NODE_MODULES = Path.home() / ".cache" / "cost-aware-router" / "browser" / "node_modules"  # .ci/run installs here
@@ -97,17 +96,17 @@ def page(comfy, tmp_path_factory):
         pytest.skip("the browser test needs the npm package puppeteer-core (.ci/run installs it into "
                     "~/.cache/cost-aware-router/browser; or set PUPPETEER_NODE_MODULES)")
     module = next(k for k in comfy.get("/api/workflow_templates") if "CostAwareRouter" in k)
-    # what the notes say to prepare first: a scored folder for training, the new candidate's scores
-    copy_data(TIFA, comfy.root / "input" / "scored_generations")
+    # what the notes say to prepare first: the new candidate's scores (5_add_candidate); the path from a fresh
+    # install needs nothing else: 3_train_router exports its table and trains my_router, which 4 and 6 route with
     score_new_candidate_on_anchors(comfy.root / "input" / "new_candidate", "sd15-25")
     for name in ("my_router.safetensors", "default_plus_sd15_25.safetensors", "my_router_learnt.safetensors"):
         (comfy.root / "models" / "router_weights" / name).unlink(missing_ok=True)
-    train_sweep_router(comfy.root / "models" / "router_weights", "sweep_router.safetensors")
+    shutil.rmtree(comfy.root / "output" / "rating_tables", ignore_errors=True)
     out = tmp_path_factory.mktemp("browser")
     config = {"url": comfy.url, "out_dir": str(out), "node_modules": str(modules), "chromium": browser,
-              "module": module, "templates": TEMPLATES, "runs": RUNS, "timeout_s": 300,
-              # route_score_learn picks my_router, which the train_router run has just written
-              "refresh_before": ["route_score_learn"]}
+              "module": module, "templates": TEMPLATES, "runs": RUNS, "fail_runs": FAIL_RUNS, "timeout_s": 300,
+              # 4_route_score_learn picks my_router, which the 3_train_router run has just written: press R first
+              "refresh_before": ["4_route_score_learn"]}
     (out / "config.json").write_text(json.dumps(config))
     proc = subprocess.run(["node", str(DRIVER), str(out / "config.json")], capture_output=True, text=True,
                           timeout=1500)
@@ -153,6 +152,7 @@ def overlaps(state: dict) -> list[tuple]:
 def test_template_browser_shows_every_template_with_a_readable_thumbnail(page):
     cards = {c["name"]: c for c in page["cards"]}
     assert sorted(cards) == sorted(TEMPLATES)
+    assert [c["name"] for c in page["cards"]] == TEMPLATES  # listed in the path's order
     for name, card in cards.items():
         assert card["img"] and card["img"]["natural"] == [600, 600], card  # the large-text card
         assert card["img"]["shown"][0] >= 200, card
@@ -209,8 +209,8 @@ def _ran(t: dict, name: str) -> None:
 
 
 def test_the_decision_is_drawn_on_the_router_node(page):
-    t = page["templates"]["route_and_generate"]
-    _ran(t, "route_and_generate")
+    t = page["templates"]["1_route_and_generate"]
+    _ran(t, "1_route_and_generate")
     route = by_type(t["after_run"], "CostAwareRouter.Route")[0]
     text = route["report"]
     assert re.match(r"chose '(sd15-50|sd15-10|sd15-50-lowcfg|sd15-50-highcfg|sdxl-50)' \([\d.]+ s/image\): ",
@@ -222,9 +222,9 @@ def test_the_decision_is_drawn_on_the_router_node(page):
 
 
 def test_the_decision_survives_a_new_page_session_and_a_cached_rerun(page):
-    t = page["templates"]["route_and_generate"]
+    t = page["templates"]["1_route_and_generate"]
     decision = by_type(t["after_run"], "CostAwareRouter.Route")[0]["report"]
-    assert t["reloaded_workflow"] == "route_and_generate"
+    assert t["reloaded_workflow"] == "1_route_and_generate"
     assert by_type(t["after_reload"], "CostAwareRouter.Route")[0]["report"] == decision
     assert by_type(t["cleared"], "CostAwareRouter.Route")[0]["report"] == ""
     route_id = str(by_type(t["after_run"], "CostAwareRouter.Route")[0]["id"])
@@ -237,28 +237,28 @@ def test_the_decision_survives_a_new_page_session_and_a_cached_rerun(page):
 def test_every_node_with_something_to_say_draws_it(page):
     from cost_aware_router.reference import demo_safe
 
-    t = page["templates"]["route_and_generate"]["after_run"]
+    t = page["templates"]["1_route_and_generate"]["after_run"]
     for n in by_type(t, "CostAwareRouter.Candidate"):
         assert re.match(r"[\w.-]+: \S+\.safetensors, \d+ steps, cfg [\d.]+, \w+/\w+; cost: the router file's$",
                         n["report"]), n["report"]
     pool = by_type(t, "CostAwareRouter.CandidatePool")[0]["report"]
     assert pool.startswith("2 checkpoint(s), 5 candidates") and "v1-5-pruned-emaonly.safetensors: " in pool
 
-    t = page["templates"]["train_router"]
-    _ran(t, "train_router")
+    t = page["templates"]["3_train_router"]
+    _ran(t, "3_train_router")
     train = by_type(t["after_run"], "CostAwareRouter.Train")[0]["report"]
     assert train.startswith("saved my_router.safetensors (3 candidates, 160 prompts"), train
 
-    t = page["templates"]["add_candidate"]
-    _ran(t, "add_candidate")
+    t = page["templates"]["5_add_candidate"]
+    _ran(t, "5_add_candidate")
     anchors = by_type(t["after_run"], "CostAwareRouter.AnchorPrompts")[0]["report"].splitlines()
     assert anchors[0].startswith("128 anchor prompts") and len(anchors) == 129
     assert [p for p in anchors[1:] if not demo_safe(p)] == []  # fit for a public demo
     added = by_type(t["after_run"], "CostAwareRouter.AddCandidate")[0]["report"]
     assert "added 'sd15-25'" in added and "saved default_plus_sd15_25.safetensors" in added
 
-    t = page["templates"]["collect_scored_generations"]
-    _ran(t, "collect_scored_generations")
+    t = page["templates"]["2_collect_scored_generations"]
+    _ran(t, "2_collect_scored_generations")
     measure = by_type(t["after_run"], "CostAwareRouter.MeasureCosts")[0]["report"]
     assert measure.startswith("s/image on this machine, 64x64") and re.search(r"^sd15-25: [\d.]+ s \(25 steps\)$",
                                                                               measure, re.M), measure
@@ -270,10 +270,10 @@ def test_every_node_with_something_to_say_draws_it(page):
 
 
 def test_route_score_learn_teaches_a_learnt_copy(page):
-    t = page["templates"]["route_score_learn"]
-    _ran(t, "route_score_learn")
+    t = page["templates"]["4_route_score_learn"]
+    _ran(t, "4_route_score_learn")
     route = by_type(t["after_run"], "CostAwareRouter.Route")[0]["report"]
-    chose = re.match(r"chose '(sd15-25|sd15-8|sdxl-turbo-1)' \([\d.]+ s/image\): ", route)
+    chose = re.match(r"chose '(sd15-50|sd21-50)' \([\d.]+ s/image\): ", route)  # the pool's two of my_router's
     assert chose, route
     learnt = by_type(t["after_run"], "CostAwareRouter.Feedback")[0]["report"]
     assert re.match(rf"learnt: '{chose.group(1)}' scored [-\d.e+]+ on this prompt; my_router_learnt\.safetensors "
@@ -282,9 +282,56 @@ def test_route_score_learn_teaches_a_learnt_copy(page):
 
 def test_screenshots_are_saved(page):
     out = Path(page["out_dir"])
-    expected = ["template_browser.png", "route_and_generate_flow.png",
-                "route_and_generate_router_after_cached_rerun.png"]
+    expected = ["template_browser.png", "1_route_and_generate_flow.png",
+                "1_route_and_generate_router_after_cached_rerun.png"]
     expected += [f"{name}_{when}.png" for name in TEMPLATES for when in ("loaded", "note", "run")]
     for name in expected:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+
+
+def test_the_path_from_a_fresh_install_to_routing_with_a_router_trained_here(page):
+    """3_train_router: Export Rating Table writes the public table under output (no shell step), Train fits
+    my_router on its CLIPScore column and says to press R; after R (refresh node definitions) 4_route_score_learn
+    opens without missing models, routes with that router among its candidates and learns the scorer's score."""
+    t = page["templates"]["3_train_router"]
+    _ran(t, "3_train_router")
+    export = by_type(t["after_run"], "CostAwareRouter.ExportTable")[0]["report"]
+    assert export.startswith("wrote 480 rows of tifa_160 to output/rating_tables/tifa_160/generations.jsonl"), export
+    assert "candidates: sd11-50 1.59 s, sd15-50 1.59 s, sd21-50 3.58 s" in export
+    train = by_type(t["after_run"], "CostAwareRouter.Train")[0]["report"]
+    assert train.startswith("saved my_router.safetensors (3 candidates, 160 prompts, metric clipscore_vitb32)"), train
+    assert train.endswith("press R (refresh node definitions) to see my_router.safetensors in the router lists")
+    learn = page["templates"]["4_route_score_learn"]
+    assert [d for d in learn["dialogs_after_load"] if WARNING.search(d)] == []  # no "Missing Models: my_router"
+    assert page["refreshed"]["4_route_score_learn"]["router_options_have_my_router"]
+    _ran(learn, "4_route_score_learn")
+
+
+def test_a_failed_run_is_an_error_that_names_the_file(page):
+    """Training again into my_router without overwrite fails, naming the file and what to do."""
+    t = page["templates"]["3_train_router"]
+    errors = [e["error"] for e in t["fail_events"] if e["type"] == "execution_error"]
+    assert errors and "my_router.safetensors already exists" in errors[0], t["fail_events"]
+    assert "switch on overwrite" in errors[0]
+
+
+def test_a_failed_run_replaces_the_report_with_its_error(page):
+    """After that failed run the Train node shows the error, not the report of the run before."""
+    t = page["templates"]["3_train_router"]
+    before = by_type(t["after_run"], "CostAwareRouter.Train")[0]["report"]
+    after = by_type(t["after_fail"], "CostAwareRouter.Train")[0]["report"]
+    assert after != before and "my_router.safetensors already exists" in after, after
+
+
+def test_report_text_fits_its_box(page):
+    """What the page draws: a report box never scrolls sideways, and the export and train reports fit their
+    boxes without scrolling (the DOM's text size against the box)."""
+    for name in TEMPLATES:
+        for when, state in states(page["templates"][name]).items():
+            for n in state["nodes"]:
+                if n.get("report_scroll"):
+                    sw, cw, sh, ch = n["report_scroll"]
+                    assert sw <= cw + 1, (name, when, n["type"], n["report_scroll"])
+                    if n["type"] in ("CostAwareRouter.ExportTable", "CostAwareRouter.Train"):
+                        assert sh <= ch + 1, (name, when, n["type"], n["report_scroll"], n["report"])

@@ -17,7 +17,6 @@ from .harness import (
     score_new_candidate_on_anchors,
     texts,
     train_alternating_router,
-    train_sweep_router,
 )
 
 NODES = ("CostAwareRouter.Candidate", "CostAwareRouter.CandidatePool", "CostAwareRouter.Route",
@@ -25,6 +24,20 @@ NODES = ("CostAwareRouter.Candidate", "CostAwareRouter.CandidatePool", "CostAwar
          "CostAwareRouter.Feedback", "CostAwareRouter.EscalationPlan", "CostAwareRouter.VerifyEscalate")
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
 TIFA = REPO / "tests" / "data" / "tifa_160"
+
+
+def train_path_router(path):
+    """my_router as 3_train_router makes it: the exported TIFA table, trained on its CLIPScore column."""
+    import tempfile
+
+    from cost_aware_router.embed import get_embedder
+    from cost_aware_router.scored import load_dataset
+    from cost_aware_router.tables import PATH_METRIC, PATH_TABLE, export_table
+    from cost_aware_router.train_run import train_and_save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_table(PATH_TABLE, tmp)
+        train_and_save(load_dataset(tmp, metric=PATH_METRIC), get_embedder(), path, overwrite=True)
 
 
 def test_nodes_are_listed_with_descriptions_and_tooltips(comfy):
@@ -53,7 +66,8 @@ def test_example_workflow_runs(comfy, path):
         if node["class_type"] == "EmptyLatentImage":
             node["inputs"].update(width=64, height=64)
         if node["class_type"] == "CostAwareRouter.Train":
-            copy_data(TIFA, comfy.root / "input" / node["inputs"]["data_folder"])
+            if isinstance(node["inputs"]["data_folder"], str):  # not linked from Export Rating Table
+                copy_data(TIFA, comfy.root / "input" / node["inputs"]["data_folder"])
             node["inputs"]["overwrite"] = True
         if node["class_type"] == "CostAwareRouter.MeasureCosts":
             node["inputs"].update(width=64, height=64, timed_runs=1)
@@ -68,33 +82,33 @@ def test_example_workflow_runs(comfy, path):
                                             node["inputs"]["candidate"])
             node["inputs"]["overwrite"] = True
         if node["class_type"] == "CostAwareRouter.Route" and node["inputs"]["router"] == "my_router.safetensors":
-            # what the note asks for: my_router, from train_router
-            train_sweep_router(comfy.root / "models" / "router_weights", node["inputs"]["router"])
+            # what the note asks for: my_router, from 3_train_router (the exported table's CLIPScore column)
+            train_path_router(comfy.root / "models" / "router_weights" / node["inputs"]["router"])
         if node["class_type"] == "CostAwareRouter.Feedback":
             (comfy.root / "models" / "router_weights" / f"{node['inputs']['output_name']}.safetensors").unlink(
                 missing_ok=True)
     entry = comfy.run(api)
     assert entry["status"]["status_str"] == "success", error_message(entry) or entry["status"]
     outputs = entry["outputs"]
-    if path.stem == "route_and_generate":
+    if path.stem == "1_route_and_generate":
         saved = [img for out in outputs.values() for img in out.get("images", []) if img["type"] == "output"]
         assert len(saved) == 1 and (comfy.root / "output" / saved[0]["filename"]).is_file()
         why = [t for out in outputs.values() for t in out.get("text", []) if t.startswith("chose '")]
         assert why and re.search(r"chose '(sd15-50|sd15-10|sd15-50-lowcfg|sd15-50-highcfg|sdxl-50)'", why[0])
-    elif path.stem == "collect_scored_generations":
+    elif path.stem == "2_collect_scored_generations":
         from cost_aware_router.scored import load_dataset
 
         ds = load_dataset(comfy.root / "output" / "example_collection")
         assert ds.quality.shape == (4, 3) and not np.isnan(ds.quality).any()
         assert (ds.cost > 0).all()  # measured on this machine
-    elif path.stem == "route_score_learn":
+    elif path.stem == "4_route_score_learn":
         from cost_aware_router.router_file import load_router
 
         saved = [img for out in outputs.values() for img in out.get("images", []) if img["type"] == "output"]
         assert len(saved) == 1 and saved[0]["filename"].startswith("routed_learn")
         shown = [t for out in outputs.values() for t in out.get("text", [])]
         chose = [re.match(r"chose '([\w-]+)'", t) for t in shown if t.startswith("chose '")]
-        assert chose and chose[0].group(1) in ("sd15-25", "sd15-8", "sdxl-turbo-1")
+        assert chose and chose[0].group(1) in ("sd15-50", "sd21-50")
         learnt = [t for t in shown if t.startswith("learnt: ")]
         assert learnt and re.match(rf"learnt: '{chose[0].group(1)}' scored [-\d.e+]+ on this prompt; "
                                    r"my_router_learnt\.safetensors now holds 1 scored generation", learnt[0]), learnt
@@ -102,13 +116,13 @@ def test_example_workflow_runs(comfy, path):
         router = load_router(weights / "my_router_learnt.safetensors")
         assert router.training["online_observations"] == 1
         assert len(router.predictor.X) == len(load_router(weights / "my_router.safetensors").predictor.X) + 1
-    elif path.stem == "route_verify_escalate":
+    elif path.stem == "6_route_verify_escalate":
         saved = [img for out in outputs.values() for img in out.get("images", []) if img["type"] == "output"]
         assert len(saved) == 1 and saved[0]["filename"].startswith("verified")
         shown = [t for out in outputs.values() for t in out.get("text", [])]
-        assert any(re.match(r"delivered '(sd15-25|sd15-8|sdxl-turbo-1)' \(the (first|escalation's) image", t)
+        assert any(re.match(r"delivered '(sd15-50|sd21-50)' \(the (first|escalation's) image", t)
                    for t in shown), shown
-    elif path.stem == "add_candidate":
+    elif path.stem == "5_add_candidate":
         from cost_aware_router.router_file import load_router
 
         added = load_router(comfy.root / "models" / "router_weights" / "default_plus_sd15_25.safetensors")
@@ -326,7 +340,7 @@ def test_interrupted_training_leaves_no_file(comfy):
 def test_collected_folder_resumes_and_trains_a_router(comfy):
     """The collection workflow's folder: a rerun has nothing left to do, and the training node fits a
     router from it that routes among the collected candidates."""
-    path = REPO / "example_workflows" / "collect_scored_generations.json"
+    path = REPO / "example_workflows" / "2_collect_scored_generations.json"
     workflow = json.loads(path.read_text())
     api = comfy.convert(workflow)
     for node in api.values():

@@ -3,10 +3,12 @@
 //   node driver.cjs CONFIG.json
 //
 // CONFIG: {url, out_dir, node_modules, chromium, module, templates: [name], runs: {name: [edit]},
-//          refresh_before: [name], timeout_s}; an edit is {type, widget, value}: what a person would type
-//          into that node's widget before pressing Run (e.g. the scorer model they installed);
-//          refresh_before lists templates loaded after "Refresh Node Definitions" (key r), as a person
-//          does once an earlier template has written a file this one picks (a trained router).
+//          fail_runs: {name: [edit]}, refresh_before: [name], timeout_s}; an edit is {type, widget, value}:
+//          what a person would type into that node's widget before pressing Run (e.g. the scorer model they
+//          installed); fail_runs: edits for a second run of that template that is expected to fail (the
+//          node must then show the error); refresh_before lists templates loaded after pressing R (Refresh
+//          Node Definitions), as a person does once an earlier template has written a file this one picks
+//          (a trained router).
 // Writes out_dir/results.json (what the page showed: template cards, every node's box and widget
 // values, the reports drawn on the nodes, execution events, dialogs and page errors) and PNG
 // screenshots into out_dir. The Python test makes the assertions.
@@ -18,7 +20,8 @@ const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const puppeteer = require(path.join(cfg.node_modules, "puppeteer-core"));
 const OUT = cfg.out_dir;
 const TIMEOUT = (cfg.timeout_s || 300) * 1000;
-const results = {cards: [], templates: {}, page_errors: [], console_errors: [], steps: [], browser_dialogs: []};
+const results = {cards: [], templates: {}, page_errors: [], console_errors: [], steps: [], browser_dialogs: [],
+  refreshed: {}};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const T0 = Date.now();
 const mark = (step) => {
@@ -93,6 +96,9 @@ async function graphState(page) {
         report: report ? report.value : null,
         report_dom: report?.element ? report.element.textContent : null,
         report_box: report?.element ? report.element.getBoundingClientRect().height : null,
+        // the text's size against its box: [scrollWidth, clientWidth, scrollHeight, clientHeight]
+        report_scroll: report?.element ? [report.element.scrollWidth, report.element.clientWidth,
+          report.element.scrollHeight, report.element.clientHeight] : null,
       });
     }
     return state;
@@ -225,9 +231,26 @@ async function main() {
     for (const name of cfg.templates) {
       const t = results.templates[name] = {};
       if ((cfg.refresh_before || []).includes(name)) {
-        mark(`refresh node definitions before ${name}`);
-        await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.RefreshNodeDefinitions"));
-        await sleep(1500);
+        // press R on the canvas, as the Train node's report says; the router lists then hold the new file
+        mark(`press R (refresh node definitions) before ${name}`);
+        const routerOptions = () => page.evaluate(() => {  // the router list of the Route node's definition
+          const def = window.LiteGraph.registered_node_types["CostAwareRouter.Route"]?.nodeData;
+          return JSON.stringify(def?.input?.required?.router ?? def?.inputs?.router ?? "").includes("my_router.")
+            ? ["my_router.safetensors"] : [];
+        });
+        await page.evaluate(() => document.activeElement?.blur?.());
+        await page.focus("canvas").catch(() => {});
+        await page.keyboard.press("r");
+        let pressed = false;
+        for (let i = 0; i < 40 && !pressed; i++) {
+          await sleep(250);
+          pressed = (await routerOptions()).includes("my_router.safetensors");
+        }
+        if (!pressed) {  // no router node on this canvas to watch: the key's command, to be sure
+          await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.RefreshNodeDefinitions"));
+          await sleep(1500);
+        }
+        results.refreshed[name] = {pressed_r_seen: pressed};
       }
       mark(`load ${name}`);
       // load it as a person does: template browser -> the pack -> the card
@@ -240,6 +263,11 @@ async function main() {
       t.active_workflow = await page.evaluate(() => window.app.extensionManager.workflow?.activeWorkflow?.filename);
       t.dialogs_after_load = await visibleDialogs(page);
       t.loaded = await graphState(page);
+      if (results.refreshed[name]) {
+        results.refreshed[name].router_options_have_my_router = await page.evaluate(() =>
+          window.app.graph._nodes.filter((n) => n.type === "CostAwareRouter.Route").every((n) =>
+            (n.widgets.find((w) => w.name === "router")?.options?.values || []).includes("my_router.safetensors")));
+      }
       await shootAll(page, `${name}_loaded.png`);
       const note = t.loaded.nodes.find((n) => n.type === "MarkdownNote");
       if (note) await shootNodes(page, [note.id], `${name}_note.png`, 10);
@@ -260,7 +288,22 @@ async function main() {
       await closeDialogs(page);
       save();
 
-      if (name === "route_and_generate") {
+      if (cfg.fail_runs && cfg.fail_runs[name]) {
+        // a second run that fails: the node shows the error instead of the last report
+        t.fail_edits = await applyEdits(page, cfg.fail_runs[name]);
+        mark(`failing run of ${name}`);
+        t.fail_events = await run(page);
+        t.dialogs_after_fail = await visibleDialogs(page);
+        t.after_fail = await graphState(page);
+        await closeDialogs(page);
+        for (const e of cfg.fail_runs[name]) {
+          const n = t.after_fail.nodes.find((x) => x.type === e.type);
+          if (n) await shootNodes(page, [n.id], `${name}_${n.type.replace("CostAwareRouter.", "")}_failed.png`, 10);
+        }
+        save();
+      }
+
+      if (name === "1_route_and_generate") {
         // a new page session: the decision is still on the router node
         mark("reload");
         await page.reload({waitUntil: "networkidle2", timeout: 120000});
@@ -281,10 +324,10 @@ async function main() {
         mark("cached re-run done");
         t.after_cached_run = await graphState(page);
         const router = t.after_cached_run.nodes.find((n) => n.type === "CostAwareRouter.Route");
-        await shootNodes(page, [router.id], "route_and_generate_router_after_cached_rerun.png", 10);
+        await shootNodes(page, [router.id], "1_route_and_generate_router_after_cached_rerun.png", 10);
         const flow = t.after_cached_run.nodes.filter((n) => !["MarkdownNote", "CostAwareRouter.Candidate"]
           .includes(n.type)).map((n) => n.id);
-        await shootNodes(page, flow, "route_and_generate_flow.png", 20);
+        await shootNodes(page, flow, "1_route_and_generate_flow.png", 20);
         save();
       }
     }
