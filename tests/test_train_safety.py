@@ -54,19 +54,19 @@ def test_a_plot_that_fails_leaves_the_old_router_byte_identical(small, embedder,
     assert out.read_bytes() == OLD and _left(tmp_path) == ["my_router.safetensors"]  # no temporary file either
 
 
-def test_a_nan_curve_fails_before_the_save(small, embedder, tmp_path, monkeypatch):
-    """The issue's curve: means over no complete prompt are NaN; drawing them failed after the save."""
+def test_a_curve_that_cannot_be_computed_leaves_the_old_router(small, embedder, tmp_path, monkeypatch):
+    """The issue's curve: means over no complete prompt (NaN), which crashed the plot after the save. The curve
+    now refuses such data; whatever the curve step raises, it is before the save."""
     out = _old(tmp_path)
+    holed = small.subset(np.arange(len(small.prompts)))
     real = train_run.training_curve
 
-    def nan_curve(router, ds):
-        curve = real(router, ds)
-        for v in curve["candidates"].values():
-            v["mean_quality"] = float("nan")
-        return curve
+    def no_complete_prompt(router, ds):
+        holed.quality[:, 0] = np.nan
+        return real(router, holed)
 
-    monkeypatch.setattr(train_run, "training_curve", nan_curve)
-    with pytest.raises(ValueError):
+    monkeypatch.setattr(train_run, "training_curve", no_complete_prompt)
+    with pytest.raises(DataError, match="no prompt has a score for every router candidate"):
         train_run.train_and_save(small, embedder, out, overwrite=True)
     assert out.read_bytes() == OLD
 
