@@ -423,7 +423,8 @@ def read_observations(path, names: list[str]) -> dict[str, list[tuple[int, objec
     import json
 
     from .errors import DataError
-    from .fileutil import bounded_lines, open_regular
+    from .storage.files import open_regular
+    from .storage.lines import bounded_lines
     from .validate import finite
 
     out: dict[str, list[tuple[int, object, float]]] = {}

@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 
 from .errors import RouterError
-from .fileutil import check_writable, exclusive, json_text, printable, read_prompts
+from .storage.files import check_writable
+from .storage.lines import exclusive
+from .storage.prompts import read_prompts
+from .storage.text import json_text, printable
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTER = PACK_DIR / "router_weights" / "default.safetensors"
@@ -274,8 +277,8 @@ def cmd_cv(args) -> int:
 
 
 def cmd_export_table(args) -> int:
-    from .fileutil import atomic_write
     from .scored import JSONL_NAME, write_jsonl_rows
+    from .storage.files import atomic_write
     from .tables import TABLES, default_data_dir, table_rows
 
     if args.table not in TABLES:
@@ -315,7 +318,7 @@ def cmd_collect(args) -> int:
 
 def cmd_anchors(args) -> int:
     from .extend import anchor_prompts
-    from .fileutil import atomic_write
+    from .storage.files import atomic_write
 
     prompts = anchor_prompts(_load(args))
     text = "".join(p + "\n" for p in prompts)

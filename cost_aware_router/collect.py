@@ -35,11 +35,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from .errors import RouterError
-from .fileutil import open_regular
 from .pool import split_jobs
 from .scored import GenerationStore, generation_record, png_bytes, record_text_chunk
 from .scored.record import MAX_NAME_CHARS
 from .scoring import get_scorer
+from .storage.files import open_regular
 from .validate import finite
 
 MAX_TOML_BYTES = 1 << 20  # a candidates file

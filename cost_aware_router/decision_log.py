@@ -2,19 +2,11 @@
 
 Several ComfyUI workers or CLI processes, on one machine or on several machines sharing a
 filesystem, may append to the same log at once. :func:`append_decisions` writes a whole batch
-with a single ``os.write`` on a descriptor opened with ``O_APPEND`` while holding an exclusive
-``flock``, so lines are never lost, duplicated, interleaved or torn between writers:
-
-* ``O_APPEND`` makes each write land at the current end of the file (atomic on local POSIX
-  filesystems);
-* the advisory ``flock`` serialises writers where ``O_APPEND`` is not atomic (NFS and other
-  network filesystems), and covers the rare short write that needs a second ``os.write``;
-* a file that does not end in a newline (a writer killed mid-write, or a full disk) gets a
-  newline before the next batch, so the torn line stays on its own line and
-  :func:`read_log` skips and counts it instead of losing the next record too.
-
-Where ``fcntl`` does not exist (Windows) the lock is skipped and appends rely on the
-operating system alone.
+through the pack's one locked append (``storage.lines.append_lines``: a single ``O_APPEND`` write
+under an exclusive ``flock``, a torn last line isolated on its own line), so lines are never lost,
+duplicated, interleaved or torn between writers, and :func:`read_log` skips and counts a torn line
+instead of losing the next record too. Where ``fcntl`` does not exist (Windows) the lock is skipped
+and appends rely on the operating system alone.
 
 Each line is at most :data:`MAX_LINE_BYTES` bytes (UTF-8, without the newline): a longer
 record gets its ``prompt`` cut to fit and ``"prompt_truncated": true`` added. A record too long
@@ -27,11 +19,9 @@ the same lock, so it never grows without bound. :func:`iter_log` reads one file 
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
-import stat
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -39,12 +29,8 @@ from typing import Any
 import numpy as np
 
 from .errors import RouterError
-from .fileutil import bounded_lines, file_kind
-
-try:  # POSIX only; on Windows appends go without the advisory lock
-    import fcntl
-except ImportError:  # pragma: no cover - exercised on Windows only
-    fcntl = None
+from .storage.files import open_regular
+from .storage.lines import append_lines, bounded_lines
 
 #: Longest line (UTF-8 bytes, newline excluded) that :func:`append_decisions` writes. A longer
 #: record has its ``prompt`` cut to fit and is marked ``"prompt_truncated": true``. 64 KiB keeps
@@ -64,11 +50,6 @@ MAX_LOG_BYTES = 64 * 1024 * 1024
 ROTATED_FILES = 3
 
 _OPEN_ATTEMPTS = 8  # opens of a log being rotated by others before a batch is written where it lands
-
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -141,73 +122,6 @@ def _encode_record(record: dict, index: int) -> bytes:
     return line + b"\n"
 
 
-def _refuse_kind(path: str, mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        raise RouterError(f"decision log {path} is {file_kind(mode)}, not a regular file")
-
-
-def _open_checked(path: str, flags: int, creating: bool, fallback_flags: int | None = None) -> int:
-    """Open ``path`` (never following a final symlink, never blocking on a FIFO) and refuse
-    anything but a regular file. Returns a blocking descriptor. ``fallback_flags`` are tried
-    when ``flags`` are refused for lack of permission."""
-    if os.path.islink(path):
-        raise RouterError(f"decision log {path} is a symbolic link; give the real file's path")
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        raise RouterError(f"folder {parent} for decision log {path} does not exist")
-    if os.path.isdir(path):
-        raise RouterError(f"decision log {path} is a folder, not a regular file")
-    extra = _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY
-    try:
-        try:
-            fd = os.open(path, flags | extra, 0o644)
-        except PermissionError:
-            if fallback_flags is None:
-                raise
-            fd = os.open(path, fallback_flags | extra, 0o644)
-    except OSError as exc:
-        if os.path.islink(path):  # swapped in after the check above (ELOOP / EMLINK)
-            raise RouterError(f"decision log {path} is a symbolic link; give the real file's path") from None
-        if isinstance(exc, FileNotFoundError):
-            what = "does not exist" if not creating else f"cannot be created (folder {parent} is missing)"
-            raise RouterError(f"decision log {path} {what}") from None
-        if isinstance(exc, IsADirectoryError):
-            raise RouterError(f"decision log {path} is a folder, not a regular file") from None
-        if exc.errno == errno.ENXIO:  # FIFO without a reader, opened non-blocking for writing
-            raise RouterError(f"decision log {path} is a FIFO or device, not a regular file") from None
-        raise RouterError(f"cannot open decision log {path}: {exc.strerror or exc}") from None
-    try:
-        _refuse_kind(path, os.fstat(fd).st_mode)
-        if _O_NONBLOCK and fcntl is not None:
-            fl = fcntl.fcntl(fd, fcntl.F_GETFL)
-            fcntl.fcntl(fd, fcntl.F_SETFL, fl & ~_O_NONBLOCK)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _lock(fd: int) -> bool:
-    if fcntl is None:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return True
-    except OSError:  # filesystem without flock support: rely on O_APPEND alone
-        return False
-
-
-def _last_byte(fd: int, size: int) -> bytes | None:
-    """The file's last byte, or None when it cannot be read (write-only descriptor)."""
-    try:
-        if hasattr(os, "pread"):
-            return os.pread(fd, 1, size - 1)
-        os.lseek(fd, size - 1, os.SEEK_SET)
-        return os.read(fd, 1)
-    except OSError:
-        return None
-
-
 def rotated_paths(path: str | os.PathLike, keep: int = ROTATED_FILES) -> list[str]:
     """The names a log's older parts are rotated to, newest first: ``decisions.jsonl`` ->
     ``decisions.1.jsonl``, ``decisions.2.jsonl``, ...; a name without a suffix gets ``.1``, ``.2``."""
@@ -242,43 +156,21 @@ def _rotate(path: str, keep: int) -> None:
         raise RouterError(f"cannot rotate decision log {path}: {exc.strerror or exc}{where}") from None
 
 
-def _same_file(path: str, fd: int) -> bool:
-    """Whether ``path`` still names the open file (another writer may have rotated it meanwhile)."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return False
-    mine = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    size = os.fstat(fd).st_size
-    if size > 0 and _last_byte(fd, size) not in (b"\n", None):
-        data = b"\n" + data  # isolate a torn last line
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:
-            raise OSError(0, "write returned no progress")
-        view = view[n:]
-
-
 def append_decisions(path: str | os.PathLike, records: list[dict], max_bytes: int | None = MAX_LOG_BYTES,
                      keep: int = ROTATED_FILES) -> None:
     """Append ``records`` to the decision log at ``path``, one JSON line each, atomically.
 
-    The whole batch goes out in one ``os.write`` (repeated only after a short write) under an
-    exclusive ``flock``, on a descriptor opened with ``O_APPEND | O_CREAT | O_NOFOLLOW``
-    (mode 0o644 minus the umask). The file is opened read-write so its last byte can be
-    checked (falling back to write-only when it may not be read). A symlink, folder, FIFO,
+    The whole batch goes out through ``storage.lines.append_lines``: one ``os.write`` (repeated
+    only after a short write) under an exclusive ``flock``, on a descriptor opened with
+    ``O_APPEND | O_CREAT | O_NOFOLLOW`` (mode 0o644 minus the umask). A symlink, folder, FIFO,
     device or other non-regular file, or a missing parent folder, is refused with
     :class:`RouterError`, as is a record that cannot be written as JSON; nothing is written then.
 
-    Rotation: when the batch would take the file over ``max_bytes`` (None: never), the file is
-    renamed to ``decisions.1.jsonl`` first (the older parts move up one, ``keep`` of them are kept)
-    and the batch starts a new file. This happens under the same lock; a writer that waited for
-    it finds the name moved on and reopens it, so no line is lost or lands in a rotated part.
+    Rotation (this log's policy, run by the append under its lock): when the batch would take the
+    file over ``max_bytes`` (None: never), the file is renamed to ``decisions.1.jsonl`` first (the
+    older parts move up one, ``keep`` of them are kept) and the batch starts a new file; a writer
+    that waited for the lock finds the name moved on and reopens it, so no line is lost or lands
+    in a rotated part.
     Where ``flock`` is missing (Windows, some network filesystems) the log is not rotated.
     """
     path = os.fspath(path)
@@ -289,32 +181,14 @@ def append_decisions(path: str | os.PathLike, records: list[dict], max_bytes: in
     data = b"".join(_encode_record(r, i) for i, r in enumerate(records))
     if not data:
         return
-    for attempt in range(_OPEN_ATTEMPTS):
-        last = attempt == _OPEN_ATTEMPTS - 1
-        fd = _open_checked(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, creating=True,
-                           fallback_flags=os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # a write-only file
-        try:
-            locked = _lock(fd)
-            try:
-                if locked and not last:
-                    if not _same_file(path, fd):
-                        continue  # rotated (or removed) while we waited for the lock: open the new file
-                    size = os.fstat(fd).st_size
-                    if max_bytes and size and size + len(data) > max_bytes:
-                        _rotate(path, keep)
-                        continue
-                _write_all(fd, data)
-                return
-            except OSError as exc:
-                raise RouterError(f"cannot append to decision log {path}: {exc.strerror or exc}") from None
-            finally:
-                if locked:
-                    try:  # explicit unlock: a forked child may share this open file description
-                        fcntl.flock(fd, fcntl.LOCK_UN)
-                    except OSError:
-                        pass
-        finally:
-            os.close(fd)
+
+    def make_room(size: int, extra: int) -> bool:  # rotation, under the append's lock
+        if max_bytes and size and size + extra > max_bytes:
+            _rotate(path, keep)
+            return True
+        return False
+
+    append_lines(path, data, "decision log", make_room=make_room, attempts=_OPEN_ATTEMPTS)
 
 
 def decision_record(*, router: str, prompt: str, candidate: str, predicted_quality: dict[str, float],
@@ -408,9 +282,8 @@ def iter_log(path: str | os.PathLike, bad: list[int] | None = None, skip_bad: bo
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
-    fd = _open_checked(path, os.O_RDONLY, creating=False)
     limit = MAX_READ_LINE_BYTES
-    with os.fdopen(fd, "rb", buffering=1 << 16) as fh:
+    with open_regular(path, "decision log", follow=False, buffering=1 << 16) as fh:
         for lineno, raw in bounded_lines(fh, limit):
             obj = f"is longer than {limit} bytes" if raw is None else _parse_line(raw)
             if obj is None:

@@ -28,7 +28,7 @@ as null, as the writer writes them. Fields the report does not read are not chec
 With those bounds no sum can overflow and every figure is finite; :func:`report_json` still checks
 each number (a non-finite one becomes null) and writes pure ASCII JSON with ``allow_nan=False``, DEL
 and every non-ASCII character escaped. :func:`format_summary` escapes control characters, line
-separators and the like in every text that came from the log (``fileutil.printable``), so a name
+separators and the like in every text that came from the log (``storage.text.printable``), so a name
 cannot forge a report line.
 """
 
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .decision_log import iter_log, log_files
-from .fileutil import json_text, printable
+from .storage.text import json_text, printable
 
 MAX_NUMBER = 1e12  # largest magnitude of a cost, quality, target or distance the report accepts
 MAX_NAME_CHARS = 200  # a candidate name (as in a scored-generations folder and a router file)
@@ -445,7 +445,7 @@ def _skipped(summary: dict) -> list[str]:
 
 def format_summary(summary: dict) -> str:
     """A short human-readable text of :func:`summarise`'s result. Every text that came from the log is
-    escaped (``fileutil.printable``), so each line of the result is a line the report composed."""
+    escaped (``storage.text.printable``), so each line of the result is a line the report composed."""
     if not summary["total"]:
         return "\n".join(["Decision log: no decisions.", *_skipped(summary)])
     lines = _header(summary)

@@ -26,12 +26,12 @@ import numpy as np
 from .added import AddedCandidate
 from .cascade import CASCADE_VERSION, Cascade
 from .errors import RouterError, RouterFileError
-from .fileutil import atomic_write, open_regular
 from .memory import PROBES, width
 from .predictors import PROBE_TENSORS, get_predictor_class
 from .reference import MAX_REFERENCE, Reference
 from .router import Router
 from .scored.record import MAX_CANDIDATES, MAX_FIELD_CHARS, MAX_NAME_CHARS, MAX_PROMPT_CHARS
+from .storage.files import atomic_write, open_regular
 from .validate import is_finite
 
 FORMAT = "cost_aware_router"
@@ -138,7 +138,7 @@ def _need(cond: bool, path, what: str) -> None:
 
 def _read(path: Path) -> tuple[dict, dict, str]:
     """The header metadata, tensors and content fingerprint of a safetensors file; a pickle is named, never
-    loaded. Only a regular file is opened (``fileutil.open_regular``), the header is read and size-checked
+    loaded. Only a regular file is opened (``storage.files.open_regular``), the header is read and size-checked
     by hand before any parser sees it, and safetensors reads the very file that was checked."""
     from safetensors import safe_open
 

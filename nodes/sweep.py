@@ -8,10 +8,11 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.errors import RouterError
-from ..cost_aware_router.fileutil import child_dir, read_prompts, resolve_under, split_prompts
 from ..cost_aware_router.pool import sweep_jobs
 from ..cost_aware_router.scored import JSONL_NAME
 from ..cost_aware_router.scored.store import open_store, store_folder
+from ..cost_aware_router.storage.files import child_dir, resolve_under
+from ..cost_aware_router.storage.prompts import read_prompts, split_prompts
 from .common import CATEGORY, NODE_PREFIX, Job, Pool, SamplerName, SchedulerName
 
 

@@ -23,11 +23,11 @@ sys.path.insert(0, str(ROOT))
 
 from cost_aware_router.embed import get_embedder  # noqa: E402
 from cost_aware_router.evaluate import cross_validate  # noqa: E402
-from cost_aware_router.fileutil import atomic_write  # noqa: E402
 from cost_aware_router.plots import plot_deferral, save_plot  # noqa: E402
 from cost_aware_router.predictors import PREDICTORS  # noqa: E402
 from cost_aware_router.router_file import save_router  # noqa: E402
 from cost_aware_router.scored import aggregate  # noqa: E402
+from cost_aware_router.storage.files import atomic_write  # noqa: E402
 from cost_aware_router.tables import TABLES, default_data_dir, table_records  # noqa: E402
 from cost_aware_router.train import train_router  # noqa: E402
 

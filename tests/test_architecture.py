@@ -113,3 +113,13 @@ def test_no_product_file_reaches_outside_the_repository():
     product.append(ROOT / "__init__.py")
     for f in product:
         assert not re.search(r"\.\./shared|\"shared\"|'shared'", f.read_text()), f
+
+
+def test_storage_is_the_base_layer():
+    """storage.* (the one file gate, locked append, line reader, prompt reader) sits in layer 1 with errors and
+    validate: it imports nothing else of the core, and the old fileutil home is gone."""
+    storage = {m for m in GRAPH if m == "storage" or m.startswith("storage.")}
+    assert {"storage.files", "storage.lines", "storage.prompts", "storage.text"} <= storage
+    for m in storage:
+        assert all(d in {"errors", "validate"} or d.startswith("storage") for d in GRAPH[m]), (m, GRAPH[m])
+    assert "fileutil" not in MODULES

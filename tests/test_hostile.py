@@ -514,7 +514,7 @@ CHOICES = [  # (predicted quality rows, costs, cost weight(s), allowed, expected
 
 @pytest.mark.parametrize("pred, cost, lam, allowed, expected", [pytest.param(*c[1:], id=c[0]) for c in CHOICES])
 def test_silent_a_huge_cost_weight_picks_the_cheapest_without_overflow(pred, cost, lam, allowed, expected):
-    from cost_aware_router.predictors import choose
+    from cost_aware_router.decision.rule import choose
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no numpy overflow warning
@@ -544,7 +544,7 @@ def test_silent_route_with_cost_weight_1e308_picks_the_cheapest_candidate(tmp_pa
 # =================================================================================================================
 def test_data_loss_racing_writers_exactly_one_wins(tmp_path):
     from cost_aware_router.errors import RouterError
-    from cost_aware_router.fileutil import atomic_write
+    from cost_aware_router.storage.files import atomic_write
 
     writers, races, bad = 4, 300, []
     old = sys.getswitchinterval()
@@ -584,7 +584,7 @@ def test_data_loss_racing_writers_exactly_one_wins(tmp_path):
 
 def test_data_loss_a_link_at_the_output_name_is_not_replaced(tmp_path):
     from cost_aware_router.errors import RouterError
-    from cost_aware_router.fileutil import atomic_write
+    from cost_aware_router.storage.files import atomic_write
 
     (tmp_path / "out.bin").symlink_to(tmp_path / "missing-target")  # dangling: "exists" used to say no
     with pytest.raises(RouterError, match="out.bin already exists; pass overwrite to replace it"):
@@ -661,8 +661,8 @@ NAMES = [  # (function, arguments ({t} = a folder), message)
 
 @pytest.mark.parametrize("func, args, message", [pytest.param(*c[1:], id=c[0]) for c in NAMES])
 def test_crashes_over_long_names_are_refused_clearly(tmp_path, func, args, message):
-    from cost_aware_router import fileutil
     from cost_aware_router.errors import RouterError
+    from cost_aware_router.storage import files as fileutil
 
     def fill(a):
         return [fill(x) for x in a] if isinstance(a, list) else a.format(t=tmp_path)
@@ -776,7 +776,7 @@ PRINTABLE = [
 @pytest.mark.parametrize("text, shown, newlines", [pytest.param(*c[1:], *([False] * (4 - len(c))), id=c[0])
                                                    for c in PRINTABLE])
 def test_unsafe_file_text_is_printable_on_a_terminal(text, shown, newlines):
-    from cost_aware_router.fileutil import printable
+    from cost_aware_router.storage.text import printable
 
     assert printable(text, newlines=newlines) == shown
     assert all(line.isprintable() or "\u200d" in line  # (a zero-width joiner inside an emoji is kept)

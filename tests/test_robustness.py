@@ -24,10 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cost_aware_router import cli
-from cost_aware_router.budget import Budget
+from cost_aware_router.decision.budget import Budget
 from cost_aware_router.errors import RouterError
-from cost_aware_router.fileutil import resolve_under, safe_child
 from cost_aware_router.router_file import load_router
+from cost_aware_router.storage.files import resolve_under, safe_child
 
 DEFAULT_ROUTER = ROOT / "router_weights" / "default.safetensors"
 PROMPTS = ["a red fox in the snow", "a bowl of ramen, studio lighting", "an astronaut riding a horse",

@@ -6,8 +6,8 @@ import pytest
 from conftest import rewrite_router
 
 from cost_aware_router.errors import RouterError, RouterFileError
-from cost_aware_router.fileutil import atomic_write, safe_child
 from cost_aware_router.router_file import load_router, save_router
+from cost_aware_router.storage.files import atomic_write, safe_child
 
 
 def test_round_trip_gives_identical_decisions(agiqa_router, agiqa_router_file):

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..fileutil import bounded_lines, is_inside, open_regular
+from ..storage.files import is_inside, open_regular
+from ..storage.lines import bounded_lines
 from .png import png_text_chunks
 from .record import CONFIG_FIELDS, DEFAULT_METRIC, JSONL_NAME, MAX_CANDIDATES, PNG_KEY, Record, parse_record
 

@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 
 from ..errors import DataError
-from ..fileutil import open_regular
+from ..storage.files import open_regular
 from .record import PNG_KEY
 
 MAX_TEXT_CHUNK = 1 << 20  # bytes of one text chunk, stored or inflated (Pillow's PngImagePlugin.MAX_TEXT_CHUNK)

@@ -4,17 +4,18 @@
 
 1. render the PNG (its record in a ``cost_aware_router`` text chunk) into a temporary file in the
    folder and fsync it, without holding any lock;
-2. take the folder's lock (an exclusive ``flock`` on ``.generations.lock``, opened without following
-   a symbolic link), read what other writers appended to ``generations.jsonl`` since this store
+2. take the folder's lock (``storage.lines.exclusive`` on ``.generations.lock``, opened without
+   following a symbolic link), read what other writers appended to ``generations.jsonl`` since this store
    last looked, and give up (removing the temporary file) if the (prompt, candidate, seed) triple is
    already there;
 3. rename the PNG into place (its name carries a random token, so writers never collide), then
-   append the row with a single ``write`` on an ``O_APPEND`` descriptor, prefixed with a newline if
-   a killed writer left the file without one.
+   append the row with the pack's one locked append (``storage.lines.append_lines``: a single
+   ``write`` on an ``O_APPEND`` descriptor, prefixed with a newline if a killed writer left the file
+   without one).
 
 The cost of a write does not grow with the folder: the resume index, the (prompt, candidate, seed)
 keys, is read once per store (rows and self-describing PNGs) and afterwards only the bytes
-appended since are parsed, with the folder reader's bounded line reader (``fileutil.bounded_lines``
+appended since are parsed, with the folder reader's bounded line reader (``storage.lines.bounded_lines``
 at ``MAX_ROW_BYTES``): a longer row is skipped and counted in ``oversized_rows`` without being held,
 so memory stays bounded whatever a row holds. Several processes, on one machine or on several machines sharing a
 filesystem with working ``flock`` (local filesystems, NFSv4, Lustre, GPFS...), may write one folder
@@ -27,7 +28,6 @@ append the PNG describes itself, so the reader counts it and a rerun skips it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
@@ -36,56 +36,25 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DataError, RouterError
-from ..fileutil import bounded_lines, child_dir, file_kind
+from ..storage.files import child_dir, open_fd
+from ..storage.lines import append_lines, bounded_lines, exclusive
 from .dataset import MAX_ROW_BYTES, read_png_records
 from .record import JSONL_NAME, parse_record
 
 LOCK_NAME = ".generations.lock"
 STALE_TMP_SECONDS = 3600.0  # a temporary file this old belongs to a writer that was killed
 
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_REGISTRY = threading.Lock()
+_REGISTRY = threading.Lock()  # guards _OPEN
 
 
-def _thread_lock(folder: Path) -> threading.Lock:
-    key = os.path.abspath(folder)
-    with _REGISTRY:
-        return _THREAD_LOCKS.setdefault(key, threading.Lock())
-
-
-@contextlib.contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
+def folder_lock(folder: Path):
     """Serialise the writers of one folder: threads of this process, and processes (on this machine
     or on others sharing the filesystem) through ``flock`` on the folder's lock file."""
-    with _thread_lock(folder):
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: the thread lock is all there is
-            yield
-            return
-        path = folder / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o666)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise DataError(f"{path} is a symbolic link; refusing to lock through it") from None
-            raise DataError(f"cannot open the lock file {path} ({exc.strerror})") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise DataError(f"{path} is not a regular file")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
+    return exclusive(folder / LOCK_NAME, "lock file", DataError, mode=0o666)
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -175,22 +144,14 @@ class GenerationStore:
 
     def _follow(self, images: set[str] | None = None) -> None:
         """Parse the complete lines appended to generations.jsonl since the last call."""
-        try:
-            # non-blocking: a FIFO put in its place is refused below instead of hanging the open
-            fd = os.open(self.jsonl, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY | _O_NONBLOCK)
-        except FileNotFoundError:
+        fd = open_fd(self.jsonl, "", DataError, follow=False, missing_ok=True)  # a FIFO is refused, never hangs
+        if fd is None:
             if self._ident is not None:  # the file was removed: start again
                 self._build()
             return
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise DataError(f"{self.jsonl} is a symbolic link; refusing to use it") from None
-            raise DataError(f"cannot read {self.jsonl} ({exc.strerror})") from None
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
-            if not stat.S_ISREG(st.st_mode):
-                raise DataError(f"{self.jsonl} is {file_kind(st.st_mode)}, not a regular file")
             if self._ident is not None and (ident != self._ident or st.st_size < self._offset):
                 fh.close()
                 self._build()  # replaced or truncated by something else: read it all again
@@ -271,29 +232,6 @@ class GenerationStore:
             raise
         return tmp
 
-    def _append(self, line: bytes) -> None:
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
-        try:
-            fd = os.open(self.jsonl, flags, 0o666)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise DataError(f"{self.jsonl} is a symbolic link; refusing to write through it") from None
-            raise RouterError(f"cannot write {self.jsonl} ({exc.strerror})") from None
-        try:
-            size = os.fstat(fd).st_size
-            if size:
-                os.lseek(fd, size - 1, os.SEEK_SET)
-                if os.read(fd, 1) != b"\n":  # a killed writer's half line: keep ours on its own line
-                    line = b"\n" + line
-            view = memoryview(line)
-            while view:  # one write; a short write (disk full) is finished while we hold the lock
-                n = os.write(fd, view)
-                view = view[n:]
-        except OSError as exc:
-            raise RouterError(f"cannot write {self.jsonl} ({exc.strerror})") from None
-        finally:
-            os.close(fd)
-
     def add(self, record: dict, render: Callable[[dict], bytes] | None = None) -> dict | None:
         """Add one generation; ``render(record) -> PNG bytes`` embeds the final record. Returns the
         record written, or None when the (prompt, candidate, seed) triple is already there."""
@@ -321,7 +259,7 @@ class GenerationStore:
                         raise RouterError(f"{final} already exists")
                     os.replace(tmp, final)
                     tmp = None
-                self._append(line)
+                append_lines(self.jsonl, line, "", DataError, mode=0o666)
                 self._keys.add(key)
                 self._follow()  # our own line (and the file's identity, if we just created it)
         except BaseException:

@@ -1,54 +1,40 @@
-"""Safe file handling: atomic writes, refusal to overwrite, names that stay in their folder, reading
-only regular files, and text made safe to print on a terminal."""
+"""The one gate for opening files, atomic writes, and names that stay in their folder.
+
+``check_regular`` / ``open_regular`` / ``open_fd`` refuse anything but a regular file (a folder, FIFO, device
+or socket is never read or written) and never block on a FIFO. By default they follow links, for files the
+user names; ``follow=False`` (the files the pack itself appends to and reads back: the decision log, a scored
+folder's rows, lock files) refuses a final symbolic link and a missing parent folder, and may create the file
+(``flags`` with ``O_CREAT``). ``atomic_write`` and ``check_writable`` refuse to replace a file unless asked;
+``safe_child``, ``resolve_under`` and ``child_dir`` keep names inside their folder (``MAX_NAME_BYTES``).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import json
-import math
 import os
-import re
 import stat
 import tempfile
-import threading
-import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import RouterError
+from ..errors import RouterError
+from .text import printable
+
+try:  # POSIX only: where it is missing (Windows) there is no non-blocking open to undo
+    import fcntl
+except ImportError:  # pragma: no cover - exercised on Windows only
+    fcntl = None
 
 MAX_NAME_BYTES = 200  # an output file or folder name (UTF-8 bytes), suffix included: well under NAME_MAX (255)
 
-
-# -- reading: regular files only -------------------------------------------------------------------------------
-_LOCK = threading.RLock()  # threads of this process (flock is per open file, not per thread)
-
-
-@contextlib.contextmanager
-def exclusive(lock_path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (created if absent, never through a link): threads of this
-    process and, through ``flock`` where the platform has it, other processes. For a read-modify-write
-    of one file (a held budget's state, a learnt router) by several runs at once."""
-    with _LOCK:
-        try:
-            import fcntl
-        except ImportError:  # Windows: the thread lock is all there is
-            yield
-            return
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
-                         0o644)
-        except OSError as exc:
-            raise _os_error(exc, "lock file", lock_path, RouterError) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_ALWAYS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOCTTY", 0)
+_WRITING = os.O_WRONLY | os.O_RDWR
 
 
+# -- the gate: regular files only --------------------------------------------------------------------------------
 def file_kind(mode: int) -> str:
     """What a non-regular file is, in words ('a folder', 'a FIFO (named pipe)', ...)."""
     for test, word in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -63,17 +49,26 @@ def _named(what: str, path) -> str:
     return f"{what} {path}" if what else str(path)
 
 
-def _os_error(exc: OSError, what: str, path, error: type[RouterError]) -> RouterError:
+def _parent(path) -> str:
+    return os.path.dirname(os.fspath(path)) or "."
+
+
+def _os_error(exc: OSError, what: str, path, error: type[RouterError], writing: bool = False,
+              creating: bool = False) -> RouterError:
     name = _named(what, path)
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        if creating:
+            return error(f"{name} cannot be created (folder {_parent(path)} is missing)")
         return error(f"{name} does not exist")
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return error(f"{name} is not readable (permission denied)")
+        return error(f"{name} is not {'writable' if writing else 'readable'} (permission denied)")
     if exc.errno == errno.ELOOP:
         return error(f"{name} is a symbolic link that cannot be followed")
     if exc.errno == errno.ENXIO:  # a socket, or a FIFO/device without a peer
-        return error(f"{name} is not a regular file")
-    return error(f"{name} cannot be read ({exc.strerror or exc})")
+        return error(f"{name} is a FIFO, socket or device, not a regular file")
+    if exc.errno == errno.EISDIR:
+        return error(f"{name} is a folder, not a regular file")
+    return error(f"{name} cannot be {'written' if writing else 'read'} ({exc.strerror or exc})")
 
 
 def check_regular(path: str | os.PathLike, what: str = "file", error: type[RouterError] = RouterError,
@@ -92,30 +87,71 @@ def check_regular(path: str | os.PathLike, what: str = "file", error: type[Route
     return st
 
 
-def open_regular(path: str | os.PathLike, what: str = "file", error: type[RouterError] = RouterError,
-                 follow: bool = True) -> BinaryIO:
-    """Open a regular file for binary reading; anything else is refused before it is opened (``check_regular``).
+def _check_place(path, name: str, error: type[RouterError], follow: bool) -> None:
+    """Before a no-follow or creating open: no final link (unless ``follow``), an existing parent folder, and
+    not a folder."""
+    if not follow and os.path.islink(path):
+        raise error(f"{name} is a symbolic link; give the real file's path")
+    if not os.path.isdir(_parent(path)):
+        raise error(f"folder {_parent(path)} for {name} does not exist")
+    if os.path.isdir(path):
+        raise error(f"{name} is a folder, not a regular file")
 
-    The open itself is non-blocking (a FIFO swapped in after the check cannot hang it) and the open file is
-    checked again with ``fstat``, so what is read is exactly what was checked; ``follow=False`` adds
-    ``O_NOFOLLOW``. The returned file reads normally (blocking mode restored)."""
-    check_regular(path, what, error, follow)
-    nonblock = getattr(os, "O_NONBLOCK", 0)
-    flags = os.O_RDONLY | nonblock | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(
-        os, "O_NOCTTY", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+
+def open_fd(path: str | os.PathLike, what: str = "file", error: type[RouterError] = RouterError, *,
+            follow: bool = True, flags: int = os.O_RDONLY, fallback_flags: int | None = None, mode: int = 0o644,
+            missing_ok: bool = False) -> int | None:
+    """The gate as a blocking file descriptor: ``path`` opened with ``flags`` only if it is a regular file.
+
+    The open is non-blocking (a FIFO, even one swapped in after the checks, cannot hang it) and the open file is
+    checked again with ``fstat``, so what is read or written is exactly what was checked; blocking mode is then
+    restored. With ``follow`` (files the user names) anything ``check_regular`` refuses is refused before the
+    open. ``follow=False`` adds ``O_NOFOLLOW`` and refuses a final symbolic link, a missing parent folder and a
+    folder first; with ``O_CREAT`` in ``flags`` the file is created (``mode`` minus the umask) if absent.
+    ``fallback_flags`` are tried when ``flags`` are refused for lack of permission (a write-only file opened
+    read-write). ``missing_ok`` returns None for a file that does not exist instead of refusing it."""
+    name = _named(what, path)
+    creating = bool(flags & os.O_CREAT)
+    writing = bool(flags & _WRITING)
+    if missing_ok and not creating and not os.path.lexists(path):
+        return None
+    if follow and not creating:
+        check_regular(path, what, error)
+    else:
+        _check_place(path, name, error, follow)
+    extra = _O_NONBLOCK | _O_ALWAYS | (0 if follow else _O_NOFOLLOW)
     try:
-        fd = os.open(path, flags)
+        try:
+            fd = os.open(path, flags | extra, mode)
+        except PermissionError:
+            if fallback_flags is None:
+                raise
+            fd = os.open(path, fallback_flags | extra, mode)
     except OSError as exc:
-        raise _os_error(exc, what, path, error) from None
+        if not follow and os.path.islink(path):  # swapped in after the check above (ELOOP / EMLINK)
+            raise error(f"{name} is a symbolic link; give the real file's path") from None
+        if missing_ok and not creating and isinstance(exc, FileNotFoundError):
+            return None
+        raise _os_error(exc, what, path, error, writing, creating) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # replaced between the check and the open
-            raise error(f"{_named(what, path)} is {file_kind(st.st_mode)}, not a regular file")
-        if nonblock:
-            import fcntl
+            raise error(f"{name} is {file_kind(st.st_mode)}, not a regular file")
+        if _O_NONBLOCK and fcntl is not None:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~nonblock)
-        return os.fdopen(fd, "rb")
+
+def open_regular(path: str | os.PathLike, what: str = "file", error: type[RouterError] = RouterError,
+                 follow: bool = True, buffering: int = -1) -> BinaryIO:
+    """Open a regular file for binary reading through the gate (``open_fd``): anything else is refused before
+    it is opened, and the returned file reads normally."""
+    fd = open_fd(path, what, error, follow=follow)
+    try:
+        return os.fdopen(fd, "rb", buffering=buffering)
     except BaseException:
         os.close(fd)
         raise
@@ -127,74 +163,7 @@ def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     return real == base or base in real.parents
 
 
-# -- printing text that came from files ------------------------------------------------------------------------
-_HIDDEN = {0x061C, 0x200B, 0x200E, 0x200F, 0xFEFF, *range(0x202A, 0x202F), *range(0x2060, 0x2065),
-           *range(0x2066, 0x206A), *range(0xFFF9, 0xFFFC)}
-_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def bounded_lines(fh, limit: int):
-    """(line number, bytes) of each line of a binary file, holding at most ``limit`` bytes of a line at a
-    time; a longer line comes back as None once the rest of it has been read past, never held whole."""
-    lineno = 0
-    while True:
-        raw = fh.readline(limit + 1)
-        if not raw:
-            return
-        lineno += 1
-        if len(raw) > limit and not raw.endswith(b"\n"):
-            while raw and not raw.endswith(b"\n"):
-                raw = fh.readline(limit)
-            yield lineno, None
-        else:
-            yield lineno, raw
-
-
-def _finite(value):
-    """A copy of ``value`` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def json_text(value, ascii_only: bool = False) -> str:
-    """``value`` as one line of strict JSON for a terminal or a pipe: every number finite (a non-finite
-    one is null), and DEL, C1 controls, lone surrogates, line and paragraph separators and bidirectional
-    controls written as ``\\u`` escapes (C0 controls always are); ``ascii_only`` escapes every
-    non-ASCII character. What the ``--json`` outputs print."""
-    text = json.dumps(_finite(value), ensure_ascii=ascii_only, allow_nan=False)
-    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def printable(text, newlines: bool = False) -> str:
-    """``text`` safe to write to a terminal: control characters (C0 including ESC, DEL, C1), line and paragraph
-    separators, bidirectional overrides and isolates, invisible formatting characters and lone surrogates are
-    shown as escapes (``\\x1b``, ``\\u202e``, ``\\n``); everything else, emoji and accents included, is kept.
-    ``newlines`` keeps ``\\n`` as a line break (for text of several lines the program itself composed)."""
-    text = str(text)
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        o = ord(ch)
-        if newlines and ch == "\n":
-            out.append(ch)
-        elif ch in _SHORT:
-            out.append(_SHORT[ch])
-        elif o < 0x20 or 0x7F <= o <= 0x9F or o in _HIDDEN or unicodedata.category(ch) in ("Zl", "Zp", "Cs"):
-            out.append(f"\\x{o:02x}" if o <= 0xFF else f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
+# -- writing: atomic, never replacing unless asked --------------------------------------------------------------
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Refuse early (before any long work) an output that cannot or must not be written."""
     path = Path(path)
@@ -281,6 +250,7 @@ def _remove(tmp: str) -> None:
         pass
 
 
+# -- names that stay in their folder -----------------------------------------------------------------------------
 def safe_child(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
     """Return ``folder/name`` (adding ``suffix`` if missing), refusing names that escape it.
 
@@ -315,26 +285,6 @@ def _check_length(name: str, what: str) -> None:
         raise RouterError(f"{what} {printable(name[:40])!r}... is {size} bytes long; names may be at most "
                           f"{MAX_NAME_BYTES} bytes (UTF-8)")
 
-
-def split_prompts(text: str, clean: bool = False) -> list[str]:
-    """The non-blank lines of ``text``, one prompt each. Lines end at \\n, \\r\\n or \\r only (not at
-    form feed, vertical tab, U+0085 or U+2028, which may sit inside a prompt). ``clean`` strips each
-    prompt and keeps the first of repeated ones (collection runs each distinct prompt once);
-    otherwise lines come back as written (routing answers every line)."""
-    lines = [line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line.strip()]
-    return list(dict.fromkeys(line.strip() for line in lines)) if clean else lines
-
-
-def read_prompts(path: str | os.PathLike, what: str = "prompts file", clean: bool = False) -> list[str]:
-    """The prompts of a UTF-8 text file (a leading byte-order mark is dropped), one per line
-    (``split_prompts``), with clear errors."""
-    with open_regular(path, what) as fh:
-        data = fh.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RouterError(f"{what} {path} is not valid UTF-8 (byte {exc.start})") from None
-    return split_prompts(text, clean)
 
 
 def resolve_under(path: str | os.PathLike, roots: list[str | os.PathLike], what: str = "folder") -> Path:
