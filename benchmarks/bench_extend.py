@@ -7,7 +7,7 @@ cross-validation: on the training folds a kNN router is trained without it; the 
 is then added from its true scores on 50, 100 or all of the router's anchor prompts
 (``add_candidate``), and compared on the held-out fold with (a) the router that never has it
 and (b) a router retrained on the training folds with every candidate. Choices are pooled over
-folds and summarised as deferral-curve areas (``evaluate.summarise``); "recovered" is
+folds and summarised as deferral-curve areas (``evaluate.curve_summary``); "recovered" is
 (added - without) / (retrained - without) in area, reported where retraining gains at least
 0.002 on the metric's scale.
 """
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cost_aware_router.embed import get_embedder  # noqa: E402
-from cost_aware_router.evaluate import N_BUDGETS, choice_points, summarise, sweep_budgets  # noqa: E402
+from cost_aware_router.evaluate import N_BUDGETS, choice_points, curve_summary, sweep_budgets  # noqa: E402
 from cost_aware_router.extend import add_candidate  # noqa: E402
 from cost_aware_router.predictors import kfold  # noqa: E402
 from cost_aware_router.scored import aggregate  # noqa: E402
@@ -85,7 +85,7 @@ def run_case(ds, X, emb, held: str, seed: int, folds: int = 5) -> dict:
     Y, cost = ds.quality, ds.cost
     out = {"held_out": held, "seed": seed, "anchors": [i["anchors"] for i in info], "fit": info}
     for k, c in ch.items():
-        s = summarise(choice_points(c, Y, cost), Y, cost, names)
+        s = curve_summary(choice_points(c, Y, cost), Y, cost, names)
         out[k] = {"gap_closed": s["gap_closed"], "auc": s["auc_router"]}
     for k, e in err.items():
         out[f"rmse_{k}"] = float(np.sqrt(np.concatenate(e).mean()))

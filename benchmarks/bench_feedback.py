@@ -102,14 +102,14 @@ def build(n: int, path: Path, seed: int = 0) -> dict:
 def _with_probes(pred) -> bool:
     """Give the predictor its probes and cell counts (this version's memory); False on an older checkout."""
     try:
-        from cost_aware_router.memory import PROBES, Memory, top_up
+        from cost_aware_router.memory import PROBES, top_up
     except ImportError:
         return False
-    mem = Memory.of(pred)
+    mem = pred.memory.for_update()
     rng = np.random.default_rng(1)
     while len(mem.probe) < min(PROBES, len(mem.X)):
         mem = top_up(mem, rng, work=1 << 25)
-    pred.cnt, pred.probes = mem.cnt, (mem.probe, mem.nbr, mem.nbs)
+    pred.memory = mem
     return True
 
 

@@ -10,7 +10,7 @@ how often the fallback engages, and what it does to quality.
 2. Quality. Topic hold-out: the table's prompts are split into 6 spherical k-means clusters;
    each cluster in turn is held out, the router is trained on the other five and routes the held-out
    cluster with and without the fallback. Random 5-fold CV measures what the fallback costs
-   in distribution. Both give pooled deferral-curve areas (``evaluate.summarise``).
+   in distribution. Both give pooled deferral-curve areas (``evaluate.curve_summary``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from prompt_corpora import SHARED_DATA, read_corpora  # noqa: E402
 
-from cost_aware_router.budget import Budget  # noqa: E402
+from cost_aware_router.decision.budget import Budget  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
-from cost_aware_router.evaluate import N_BUDGETS, choice_points, summarise, sweep_budgets  # noqa: E402
+from cost_aware_router.evaluate import N_BUDGETS, choice_points, curve_summary, sweep_budgets  # noqa: E402
 from cost_aware_router.predictors import kfold  # noqa: E402
 from cost_aware_router.reference import spherical_kmeans_medoids  # noqa: E402
 from cost_aware_router.scored import aggregate  # noqa: E402
@@ -71,7 +71,7 @@ def routed_areas(ds, X, emb, parts, seed) -> dict:
     out = {"prompts_with_fallback": float((fb > 0).mean()), "mean_fallback": float(fb.mean()),
            "choices_changed": float((ch["fallback"] != ch["no_fallback"]).mean())}
     for k, c in ch.items():
-        s = summarise(choice_points(c, Y, cost), Y, cost, ds.candidates)
+        s = curve_summary(choice_points(c, Y, cost), Y, cost, ds.candidates)
         out[k] = {"auc": s["auc_router"], "gap_closed": s["gap_closed"],
                   "min_margin": s["min_margin_vs_best_fixed_mix"]}
     out["auc_gain"] = out["fallback"]["auc"] - out["no_fallback"]["auc"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .predictors import knn_mean
+from .memory import knn_mean
 
 
 def weighted_neighbours(S: np.ndarray, v: np.ndarray, k: int) -> np.ndarray:

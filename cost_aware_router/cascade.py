@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .predictors import SE_MARGIN, choose, kfold
+from .decision.rule import choose, pick
+from .predictors import kfold
+from .significance import SE_MARGIN
 
 CASCADE_VERSION = 1
 MAX_IMAGES = 2  # images per prompt: the routed one and at most one escalation
@@ -154,8 +156,8 @@ def step(cas: Cascade, z: np.ndarray, observed: np.ndarray, q: np.ndarray, spent
     with np.errstate(over="ignore", invalid="ignore"):
         gain = expected_improvement(mean - best[:, None], np.where(np.isfinite(sd), sd, 0.0)) - lam[:, None] * cost[
             None, :C]
-    gain = np.where(ok & np.isfinite(gain), gain - 1e-12 * cost[None, :C], -np.inf)
-    nxt = np.argmax(gain, axis=1)
+    gain = np.where(ok & np.isfinite(gain), gain, -np.inf)
+    nxt = pick(gain, cost[:C])
     return np.where(gain[np.arange(P), nxt] > 1e-12, nxt, -1)
 
 

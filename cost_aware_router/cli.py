@@ -56,7 +56,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _budget(args):
-    from .budget import Budget
+    from .decision.budget import Budget
 
     return Budget(cost_weight=args.cost_weight, budget=args.budget, best_quality=args.best_quality,
                   max_cost=args.max_cost, force=args.force)
@@ -89,7 +89,8 @@ def _load(args):
 
 def _holder(args, router, budget):
     """The budget holder of ``--hold-budget``: resumed from ``--state`` when that file exists."""
-    from .hold import BudgetHolder, load_state
+    from .decision.hold import BudgetHolder
+    from .decision.hold_state import load_state
 
     if not args.hold_budget:
         if args.state:
@@ -144,7 +145,9 @@ def _route(args, router, budget, prompts) -> int:
         append_decisions(args.log, decision_records(decisions, Path(args.router or DEFAULT_ROUTER).name,
                                                     router.fingerprint, router.plan(budget).target))
     if holder is not None and args.state:
-        holder.save_state(args.state)
+        from .decision.hold_state import save_state
+
+        save_state(holder, args.state)
     for d in decisions:
         if args.json:
             print(json_text(d.to_json()))
@@ -376,7 +379,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .log_report import format_summary, report_json, summarise_log
+    from .report import format_summary, report_json, summarise_log
 
     _check_plot(args)
     summary = summarise_log(args.log)  # the log and its rotated parts, streamed: constant memory
@@ -392,27 +395,41 @@ def cmd_report(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .predictors import PREDICTORS
-    from .scoring import SCORERS
-    from .train import DEFAULT_PREDICTOR
-
-    p = _Parser(prog="cost-aware-router", description="Route text-to-image prompts to the cheapest good candidate.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    def budget_flags(sp):
-        g = sp.add_mutually_exclusive_group()
-        g.add_argument("--budget", type=float, help="target average cost, seconds per image")
-        g.add_argument("--cost-weight", type=float, help="lambda: normalised quality traded per second")
+def _budget_flags(sp, hold_help: str, limits: bool = True) -> None:
+    """The budget flags of ``route`` and ``replay``: one of --budget and --cost-weight (and, with ``limits``,
+    --best-quality), --max-cost and --force with ``limits`` (else their defaults stand in), and --hold-budget."""
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--budget", type=float, help="target average cost, seconds per image")
+    g.add_argument("--cost-weight", type=float, help="lambda: normalised quality traded per second")
+    if limits:
         g.add_argument("--best-quality", action="store_true", help="ignore cost (lambda = 0)")
         sp.add_argument("--max-cost", type=float, help="never choose a candidate costing more per image")
         sp.add_argument("--force", help="always choose this candidate")
+    else:
+        sp.set_defaults(best_quality=False, max_cost=None, force=None)
+    sp.add_argument("--hold-budget", action="store_true", help=hold_help)
 
-    def data_flags(sp):
-        sp.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
-        sp.add_argument("--embedder", default=None, help="local transformers model folder (default: all-MiniLM-L6-v2)")
 
+def _data_flags(sp) -> None:
+    sp.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
+    sp.add_argument("--embedder", default=None, help="local transformers model folder (default: all-MiniLM-L6-v2)")
+
+
+def _verify_metric_flag(sp) -> None:
+    sp.add_argument("--verify-metric", default=None,
+                    help="the metric the scorer that checks each image gives (default: --metric): verify and escalate "
+                         "is fitted on it and judged on --metric")
+
+
+CURVE_PLOT = "write the deferral curve to this PNG (refused if it exists, unless --overwrite)"
+
+
+def _plot_flags(sp, plot_help: str = CURVE_PLOT) -> None:
+    sp.add_argument("--plot", help=plot_help)
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
+
+
+def _add_route(sub) -> None:
     r = sub.add_parser("route", help="choose a candidate for each prompt")
     r.add_argument("prompt", nargs="*")
     r.add_argument("--prompts-file", help="UTF-8 text file, one prompt per line")
@@ -421,9 +438,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--explain", action="store_true", help="print every candidate's predicted quality and cost")
     r.add_argument("--embedder", default=None, help="the embedder folder the router was trained with, when it is not "
                                                     "the default (a router file never chooses what is loaded)")
-    r.add_argument("--hold-budget", action="store_true",
-                   help="hold the target average cost (--budget, or the router's default) on this stream: the cost "
-                        "weight follows the realised average of the decisions (a prompt may route differently later)")
     r.add_argument("--state", help="JSON file keeping --hold-budget's state between runs (read if present, written "
                                    "after the run; refused if made for another router or target)")
     r.add_argument("--log", help="append every decision as one JSON line to this file (safe with concurrent writers)")
@@ -436,47 +450,56 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--explore", type=_share, default=0.0, metavar="P",
                    help="send a stable share P of prompts to the candidate with the fewest scored examples nearby "
                         "(so feedback can correct it); counted in a held budget and marked in the log")
-    budget_flags(r)
+    _budget_flags(r, "hold the target average cost (--budget, or the router's default) on this stream: the cost "
+                     "weight follows the realised average of the decisions (a prompt may route differently later)")
     r.set_defaults(func=cmd_route)
+
+
+def _add_train(sub) -> None:
+    from .predictors import PREDICTORS
+    from .train import DEFAULT_PREDICTOR
 
     t = sub.add_parser("train", help="fit a router from a scored-generations folder")
     t.add_argument("data_dir")
     t.add_argument("--out", required=True)
     t.add_argument("--predictor", default=DEFAULT_PREDICTOR, choices=sorted(PREDICTORS))
     t.add_argument("--metric", default="score", help="'score' or a key of each row's 'scores'")
-    t.add_argument("--verify-metric", default=None,
-                   help="the metric the scorer that checks each image gives (default: --metric): verify and escalate "
-                        "is fitted on it and judged on --metric")
+    _verify_metric_flag(t)
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--folds", type=_folds, default=5)
     t.add_argument("--seed", type=_non_negative_int, default=0)
-    data_flags(t)
+    _data_flags(t)
     t.set_defaults(func=cmd_train)
+
+
+def _add_evaluation(sub) -> None:
+    from .predictors import PREDICTORS
+    from .train import DEFAULT_PREDICTOR
 
     e = sub.add_parser("evaluate", help="deferral curve of a router on a held-out folder")
     e.add_argument("router")
     e.add_argument("data_dir")
     e.add_argument("--json", action="store_true")
-    e.add_argument("--plot", help="write the deferral curve to this PNG (refused if it exists, unless --overwrite)")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
+    _plot_flags(e)
     e.add_argument("--metric", default=None, help="metric to evaluate (default: the router's)")
-    data_flags(e)
+    _data_flags(e)
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("cv", help="cross-validated deferral curve of a predictor on a folder")
     c.add_argument("data_dir")
     c.add_argument("--predictor", default=DEFAULT_PREDICTOR, choices=sorted(PREDICTORS))
     c.add_argument("--metric", default="score")
-    c.add_argument("--verify-metric", default=None,
-                   help="the metric the scorer that checks each image gives (default: --metric): verify and escalate "
-                        "is fitted on it and judged on --metric")
+    _verify_metric_flag(c)
     c.add_argument("--folds", type=_folds, default=5)
     c.add_argument("--seed", type=_non_negative_int, default=0)
     c.add_argument("--json", action="store_true")
-    c.add_argument("--plot", help="write the deferral curve to this PNG (refused if it exists, unless --overwrite)")
-    c.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
-    data_flags(c)
+    _plot_flags(c)
+    _data_flags(c)
     c.set_defaults(func=cmd_cv)
+
+
+def _add_collect(sub) -> None:
+    from .scoring import SCORERS
 
     k = sub.add_parser("collect", help="generate, time and score images with diffusers into a scored folder")
     k.add_argument("--prompts", required=True, help="UTF-8 text file, one prompt per line")
@@ -488,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--size", type=int, default=512)
     k.set_defaults(func=cmd_collect)
 
+
+def _add_extend(sub) -> None:
     a = sub.add_parser("anchors", help="print (or --out) the router's anchor prompts, to score a new candidate on")
     a.add_argument("--router", help=f"router file (default {DEFAULT_ROUTER})")
     a.add_argument("--out", help="write them to this text file, one per line")
@@ -505,34 +530,35 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
     n.set_defaults(func=cmd_add_candidate)
 
-    p_ = sub.add_parser("replay", help="stream a scored folder's prompts through a router, revealing only the "
-                                        "chosen candidate's score, and learn from it (bandit feedback)")
-    p_.add_argument("router", help="router file to start from")
-    p_.add_argument("data_dir", help="scored-generations folder: its prompts in first-appearance order")
-    p_.add_argument("--out", required=True, help="router file to write (refused if it exists, unless --overwrite)")
-    p_.add_argument("--json", action="store_true", help="one line per prompt, then a summary line")
-    p_.add_argument("--explore", type=_share, default=0.0, metavar="P",
-                    help="share of prompts sent to the least-supported candidate")
-    p_.add_argument("--seed", type=_non_negative_int, default=0, help="salts which prompts are explored")
-    p_.add_argument("--metric", default=None, help="metric of the folder to reveal (default: the router's)")
-    p_.add_argument("--overwrite", action="store_true")
-    p_.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
-    g_ = p_.add_mutually_exclusive_group()
-    g_.add_argument("--budget", type=float, help="target average cost, seconds per image")
-    g_.add_argument("--cost-weight", type=float, help="lambda: normalised quality traded per second")
-    p_.add_argument("--hold-budget", action="store_true",
-                    help="hold the target average cost (--budget, or the router's default) over the stream")
-    p_.set_defaults(func=cmd_replay, best_quality=False, max_cost=None, force=None, state=None)
 
+def _add_replay(sub) -> None:
+    p = sub.add_parser("replay", help="stream a scored folder's prompts through a router, revealing only the "
+                                      "chosen candidate's score, and learn from it (bandit feedback)")
+    p.add_argument("router", help="router file to start from")
+    p.add_argument("data_dir", help="scored-generations folder: its prompts in first-appearance order")
+    p.add_argument("--out", required=True, help="router file to write (refused if it exists, unless --overwrite)")
+    p.add_argument("--json", action="store_true", help="one line per prompt, then a summary line")
+    p.add_argument("--explore", type=_share, default=0.0, metavar="P",
+                   help="share of prompts sent to the least-supported candidate")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="salts which prompts are explored")
+    p.add_argument("--metric", default=None, help="metric of the folder to reveal (default: the router's)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad rows, reporting how many")
+    _budget_flags(p, "hold the target average cost (--budget, or the router's default) over the stream",
+                  limits=False)
+    p.set_defaults(func=cmd_replay, state=None)
+
+
+def _add_report(sub) -> None:
     g = sub.add_parser("report", help="summarise a decision log (route --log): choices, cost against target, "
                                       "out-of-distribution share, explorations")
     g.add_argument("log", help="decision log file (JSON Lines)")
     g.add_argument("--json", action="store_true")
-    g.add_argument("--plot", help="write a PNG of average cost over time and choices (refused if it exists, unless "
-                                  "--overwrite)")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
+    _plot_flags(g, "write a PNG of average cost over time and choices (refused if it exists, unless --overwrite)")
     g.set_defaults(func=cmd_report)
 
+
+def _add_export_table(sub) -> None:
     x = sub.add_parser("export-table",
                        help="write one of the shipped rating tables (data/) as a scored-generations folder")
     x.add_argument("table")
@@ -540,6 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--data", help="folder of rating tables (default: the pack's data/)")
     x.add_argument("--overwrite", action="store_true")
     x.set_defaults(func=cmd_export_table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cost-aware-router", description="Route text-to-image prompts to the cheapest good candidate.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_route, _add_train, _add_evaluation, _add_collect, _add_extend, _add_replay, _add_report,
+                _add_export_table):
+        add(sub)
     return p
 
 

@@ -227,6 +227,83 @@ def check_jobs(prompts: list[str], candidates: list[dict], out: str | Path, scor
                                   "another folder): one name must keep one setting, or training refuses the folder")
 
 
+@dataclass
+class _Session:
+    """What every candidate's generations share in one process's collection."""
+
+    store: GenerationStore
+    scorer: object
+    scorer_kind: str
+    size: int
+    device: str
+    worker: Worker
+    bar: object
+    on_image: Callable[[dict], None] | None
+    counts: dict
+
+
+def _load_pipeline(cand: dict, device: str):
+    from diffusers import DiffusionPipeline
+
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(cand["pipeline"]), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise RouterError(f"cannot load pipeline {cand['pipeline']}: {str(exc).splitlines()[0]}") from None
+    pipe = pipe.to(device)
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _generate(cand: dict, jobs: list[tuple[str, int]], run: _Session) -> None:
+    """Generate, time, score and store ``cand``'s (prompt, seed) jobs, after one untimed warm-up."""
+    import torch
+
+    pipe = _load_pipeline(cand, run.device)
+    cuda = torch.device(run.device).type == "cuda"
+
+    def image_for(prompt, seed, pipe=pipe):
+        gen = torch.Generator(device=run.device).manual_seed(seed)
+        return pipe(prompt, num_inference_steps=cand["steps"], guidance_scale=cand["cfg"], height=run.size,
+                    width=run.size, generator=gen).images[0]
+
+    image_for(jobs[0][0], 0)  # warm-up, not timed
+    whoami = run.worker.record()
+    for prompt, seed in jobs:
+        if cuda:
+            torch.cuda.synchronize(run.device)
+        t = time.perf_counter()
+        image = image_for(prompt, seed)
+        if cuda:
+            torch.cuda.synchronize(run.device)
+        seconds = time.perf_counter() - t
+        score = run.scorer.score([image], [prompt])[0]
+        record = generation_record(
+            prompt, cand["name"], score, cand["cost"] if cand["cost"] is not None else round(seconds, 6),
+            run.scorer_kind, seed, str(cand["pipeline"].name), cand["steps"], cand["cfg"],
+            sampler=type(pipe.scheduler).__name__, scheduler="default", measured_seconds=round(seconds, 6),
+            size=f"{run.size}x{run.size}", worker=whoami)
+        written = run.store.add(record, lambda rec, image=image: png_bytes(image, record_text_chunk(rec)))
+        run.counts["written" if written else "skipped"] += 1
+        if run.on_image:
+            run.on_image(record)
+        if run.worker.world_size == 1 and run.bar is not None:
+            run.bar.update(1)
+    del pipe, image_for
+    if cuda:
+        torch.cuda.empty_cache()
+
+
+def _progress_of(jobs: list[tuple], skipped: int, worker: Worker, out: str | Path, store: GenerationStore):
+    """(progress bar or None, the context that keeps it up): one process counts its own images; with several,
+    the main process follows every process's rows through the store."""
+    if worker.world_size == 1:
+        return _progress(len(jobs), skipped), contextlib.nullcontext()
+    keys = [(p, c["name"], s) for c, p, s in jobs]
+    bar = _progress(len(jobs), store.count(keys)) if worker.is_main else None
+    return bar, (_Follower(GenerationStore(out), keys, bar) if bar is not None else contextlib.nullcontext())
+
+
 def collect(prompts: list[str], candidates: list[dict], out: str | Path, scorer_dir: str | Path,
             scorer_kind: str = "clipscore", seeds: int = 1, size: int = 512, device: str | None = None,
             on_image: Callable[[dict], None] | None = None, worker: Worker | None = None) -> dict:
@@ -237,7 +314,6 @@ def collect(prompts: list[str], candidates: list[dict], out: str | Path, scorer_
     cost), runs it on its own device and writes through the shared store; the main process shows one
     progress bar for the whole job. ``worker`` overrides what the environment says."""
     import torch
-    from diffusers import DiffusionPipeline
 
     if seeds < 1:
         raise RouterError("--seeds must be >= 1")
@@ -248,7 +324,6 @@ def collect(prompts: list[str], candidates: list[dict], out: str | Path, scorer_
     store = GenerationStore(out)
     scorer = get_scorer(scorer_dir, scorer_kind)
     device = device or worker.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cuda = torch.device(device).type == "cuda"
     jobs = [(c, p, s) for c in candidates for p in prompts for s in range(seeds)]
     est = _job_cost(candidates)
     mine = split_jobs(jobs, worker.rank, worker.world_size, group=lambda j: j[0]["name"],
@@ -256,56 +331,13 @@ def collect(prompts: list[str], candidates: list[dict], out: str | Path, scorer_
     done = store.keys()
     todo = [j for j in mine if (j[1], j[0]["name"], j[2]) not in done]
     counts = {"written": 0, "skipped": len(mine) - len(todo)}
-    if worker.world_size == 1:
-        bar = _progress(len(jobs), counts["skipped"])
-        follower = contextlib.nullcontext()
-    else:  # the main process follows every process's rows through the store
-        bar = _progress(len(jobs), store.count([(p, c["name"], s) for c, p, s in jobs])) if worker.is_main else None
-        follower = (_Follower(GenerationStore(out), [(p, c["name"], s) for c, p, s in jobs], bar)
-                    if bar is not None else contextlib.nullcontext())
-    whoami = worker.record()
+    bar, follower = _progress_of(jobs, counts["skipped"], worker, out, store)
+    run = _Session(store, scorer, scorer_kind, size, device, worker, bar, on_image, counts)
     with follower:
         for cand in candidates:
             mine_c = [(p, s) for c, p, s in todo if c is cand]
-            if not mine_c:
-                continue
-            try:
-                pipe = DiffusionPipeline.from_pretrained(str(cand["pipeline"]), local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise RouterError(f"cannot load pipeline {cand['pipeline']}: {str(exc).splitlines()[0]}") from None
-            pipe = pipe.to(device)
-            if hasattr(pipe, "set_progress_bar_config"):
-                pipe.set_progress_bar_config(disable=True)
-
-            def run(prompt, seed, pipe=pipe, cand=cand):
-                gen = torch.Generator(device=device).manual_seed(seed)
-                return pipe(prompt, num_inference_steps=cand["steps"], guidance_scale=cand["cfg"], height=size,
-                            width=size, generator=gen).images[0]
-
-            run(mine_c[0][0], 0)  # warm-up, not timed
-            for prompt, seed in mine_c:
-                if cuda:
-                    torch.cuda.synchronize(device)
-                t = time.perf_counter()
-                image = run(prompt, seed)
-                if cuda:
-                    torch.cuda.synchronize(device)
-                seconds = time.perf_counter() - t
-                score = scorer.score([image], [prompt])[0]
-                record = generation_record(
-                    prompt, cand["name"], score, cand["cost"] if cand["cost"] is not None else round(seconds, 6),
-                    scorer_kind, seed, str(cand["pipeline"].name), cand["steps"], cand["cfg"],
-                    sampler=type(pipe.scheduler).__name__, scheduler="default", measured_seconds=round(seconds, 6),
-                    size=f"{size}x{size}", worker=whoami)
-                written = store.add(record, lambda rec, image=image: png_bytes(image, record_text_chunk(rec)))
-                counts["written" if written else "skipped"] += 1
-                if on_image:
-                    on_image(record)
-                if worker.world_size == 1 and bar is not None:
-                    bar.update(1)
-            del pipe, run
-            if cuda:
-                torch.cuda.empty_cache()
+            if mine_c:
+                _generate(cand, mine_c, run)
         worker.wait_for_everyone()
     if bar is not None:
         bar.close()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .budget import Budget
 from .cascade import complete_cells, simulate
+from .decision.budget import Budget
+from .decision.rule import choose
 from .errors import DataError
-from .predictors import Predictor, choose, kfold, lambda_grid
+from .predictors import Predictor, kfold, lambda_grid
 from .router import Router
 from .scored import Dataset
 from .train import check_trainable, embed_prompts, train_router
@@ -68,8 +69,8 @@ def curve_points(pred: np.ndarray, Y: np.ndarray, cost: np.ndarray, lams) -> lis
     return choice_points([choose(pred, cost, lam) for lam in lams], Y, cost)
 
 
-def summarise(router_pts, Y: np.ndarray, cost: np.ndarray, names: list[str], full_range: bool = False,
-              oracle_pts: list | None = None) -> dict:
+def curve_summary(router_pts, Y: np.ndarray, cost: np.ndarray, names: list[str], full_range: bool = False,
+                  oracle_pts: list | None = None) -> dict:
     """Areas, gap closed and the comparisons with the best single candidate, on complete rows Y. Areas
     span the cheapest candidate's cost to the best single candidate's, or with ``full_range`` to the
     dearest candidate's (a range that is never empty, also where the cheapest is best on average).
@@ -142,7 +143,7 @@ def evaluate_router(router: Router, ds: Dataset) -> dict:
                        "choices": {p: router.names[int(c)] for p, c in zip(ds.prompts, ch)}})
         pts += choice_points([ch[complete]], Y, cost)
         points[-1].update(mean_cost=pts[-1][0], mean_quality=pts[-1][1])
-    summary = summarise(pts, Y, cost, router.names)
+    summary = curve_summary(pts, Y, cost, router.names)
     summary["prompts_routed"] = len(ds.prompts)
     summary["metric"] = ds.metric
     if router.cascade is not None:
@@ -199,7 +200,7 @@ def cross_validate(ds: Dataset, embedder, predictor: str | type[Predictor] = "kn
             progress(f + 1, folds)
     Y, cost = ds.quality, ds.cost
     pts = choice_points(choices, Y, cost)
-    summary = summarise(pts, Y, cost, ds.candidates)
+    summary = curve_summary(pts, Y, cost, ds.candidates)
     summary.update(predictor=getattr(predictor, "kind", predictor), folds=folds, metric=ds.metric, fold_params=params)
     if runs:
         joined = {k: np.concatenate([r[k] for r in runs], axis=-1) for k in runs[0]}
@@ -228,7 +229,7 @@ def training_curve(router: Router, ds: Dataset) -> dict:
     keep = [q is not None and c is not None and np.isfinite(q) and np.isfinite(c)
             for c, q in zip(cal["mean_cost"], cal["mean_quality"])]
     pts = [(c, q) for c, q, k in zip(cal["mean_cost"], cal["mean_quality"], keep) if k]
-    summary = summarise(pts, Y, cost, router.names)
+    summary = curve_summary(pts, Y, cost, router.names)
     summary["metric"] = ds.metric
     return {
         "candidates": {n: {"cost": float(cost[j]), "mean_quality": float(Y[:, j].mean())}
@@ -278,7 +279,7 @@ def hybrid_runs(router: Router, z: np.ndarray, ds: Dataset, budgets: list[Budget
 
 def compare_hybrid(runs: dict, Y: np.ndarray, cost: np.ndarray, names: list[str], budgets: list[Budget],
                    boot: int = BOOTSTRAP, seed: int = 0) -> dict:
-    """Gap closed (``summarise`` over the full cost range, cheapest to dearest candidate: with the usual
+    """Gap closed (``curve_summary`` over the full cost range, cheapest to dearest candidate: with the usual
     range, up to the best single candidate's cost, a resample whose cheapest candidate is best on
     average has no range at all) by routing alone and by verify and escalate over the same prompts
     (rows of ``Y``, the prompt-level table the envelopes and the oracle come from), with bootstrap
@@ -292,7 +293,7 @@ def compare_hybrid(runs: dict, Y: np.ndarray, cost: np.ndarray, names: list[str]
         out = []
         for c, y in (("rt_cost", "rt_y"), ("hy_cost", "hy_y")):
             pts = list(zip(runs[c][:, idx].mean(axis=1), runs[y][:, idx].mean(axis=1)))
-            out.append(summarise(pts, Y[idx], cost, names, full_range=True, oracle_pts=o_pts)["gap_closed"])
+            out.append(curve_summary(pts, Y[idx], cost, names, full_range=True, oracle_pts=o_pts)["gap_closed"])
         return out
 
     n = len(Y)

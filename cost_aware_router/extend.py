@@ -21,9 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from .added import AddedCandidate, weighted_neighbours
-from .budget import calibrate, default_budget
+from .decision.budget import calibrate, default_budget
 from .errors import DataError, RouterError
-from .predictors import lambda_grid, prompt_utility, significant_best
+from .predictors import lambda_grid, prompt_utility
+from .significance import significant_best
 from .validate import finite
 
 K_GRID = (4, 8, 16, 32)

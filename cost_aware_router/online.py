@@ -4,20 +4,21 @@ A deployed router generates one candidate per prompt, so a score reveals the qua
 chosen candidate only. ``update_router`` adds such scored (prompt, candidate, score) observations
 to a router without retraining it from scratch:
 
-* kNN-family predictors (``knn``, and ``knn_or_ridge`` with the kNN family) keep their training
-  prompts as memory (``knn_x`` [N, d], ``knn_y`` [N, C] with NaN for unscored cells). Each new
+* A kNN-family predictor (``knn``, and ``knn_or_ridge`` with the kNN family) keeps its training
+  prompts as its ``memory`` (``memory.Memory``: ``knn_x`` [N, d], ``knn_y`` [N, C] with NaN for
+  unscored cells). Each new
   prompt becomes one memory row holding only its observed cells; the candidate means ``mu`` are
   the means over every observed cell. The number of neighbours ``k`` and the shrinkage ``alpha``
   are chosen again, because a router started on few prompts usually has ``alpha = 0`` (no
   per-prompt signal shown yet) and would otherwise never learn. Partial feedback rules out the
   routing-utility check used at training (it needs every candidate's score per prompt), so the
   check is leave-one-out prediction error: every observed cell is predicted from its ``k`` nearest
-  other memory rows (``predictors.knn_mean``, which skips unscored cells exactly as prediction
+  other memory rows (``memory.knn_mean``, which skips unscored cells exactly as prediction
   does), and ``alpha > 0`` is kept only if its per-observation squared-error gain over the
-  candidate mean beats zero by more than two standard errors (``predictors.significant_best``).
-  Two memories are fitted this way and the better kept (``_select_k_alpha``): *plain*, and
+  candidate mean beats zero by more than two standard errors (``significance.significant_best``).
+  Two memories are fitted this way and the better kept (``memory.select``): *plain*, and
   *relative*, where every row has a difficulty shared by all candidates (``knn_d``: a fully
-  scored row's own mean offset, a bandit row's from its nearest rows, ``_row_difficulty``) and
+  scored row's own mean offset, a bandit row's from its nearest rows) and
   each candidate is compared on its neighbours' scores relative to it, bandit rows weighted by
   ``partial_weight``. Without it a candidate sent the easy prompts looks better than one sent the
   hard ones. Relative is kept only when the leave-one-out error of the predicted differences
@@ -40,7 +41,7 @@ to a router without retraining it from scratch:
   (``router_file.check_router``), or the update is refused with one line and nothing changes. The
   learnt router keeps the ``training["lineage"]`` of the file it was first learnt from
   (``Router.lineage``).
-* Other predictors (ridge, MLP, ``knn_or_ridge`` with the ridge family) cannot take a row without
+* Other predictors (ridge, MLP, ``knn_or_ridge`` with the ridge family: ``memory`` None) cannot take a row without
   refitting: their predictions stay as they are, the observations are counted, and the report
   says so in ``note``.
 
@@ -62,223 +63,23 @@ from functools import partial
 
 import numpy as np
 
-from .budget import Budget, calibrate
+from .decision.budget import Budget, calibrate
+from .decision.hold import BudgetHolder
+from .decision.loop import decide
 from .errors import RouterError, RouterFileError
-from .explore import decide
-from .hold import BudgetHolder
-from .memory import MAX_ROWS, Memory, add_rows, new_difficulty, offsets, top_up, update_probes, weighted_means
-from .predictors import ALPHAS, PROBE_TENSORS, KNNPredictor, significant_best
+from .memory import MAX_ROWS, Memory, grow, select
 from .router import Router
 from .router_file import check_router
 from .validate import is_finite
 
 Progress = Callable[[int, int], None] | None
 BATCH = 32
-LOO_CHUNK = 1024  # memory rows scored at a time in the leave-one-out pass (bounds an [chunk, N] matrix)
-MIN_LOO_CELLS = 8  # fewer observed cells than this: alpha stays 0
 SCALE_LIMIT_SD = 10.0  # a score further than this many training standard deviations is on another scale
-PARTIAL_WEIGHTS = (1.0, 0.5, 0.25, 0.1)  # weight of a bandit row against a fully scored one
-MIN_COMPLETE_ROWS = 8  # fewer fully scored rows than this: the plain memory
 RESELECT_SHARE = 0.05  # k, alpha and the variant are chosen again once this share of the memory rows is new
 MIN_PROBES = 256  # a memory being given its probes (memory.top_up) is not re-selected on fewer
 DEFAULT_DIFFICULTY_K = 8  # neighbours that estimate a new row's difficulty, before any selection chose them
 F32_MAX = float(np.finfo(np.float32).max)
 Z_LIMIT = F32_MAX / 8  # normalised scores (and the means and differences built from them) stay finite as float32
-
-
-def is_knn_family(predictor) -> bool:
-    return predictor.kind == "knn" or (predictor.kind == "knn_or_ridge" and predictor.params.get("family") == "knn")
-
-
-def _k_key(predictor) -> str:
-    return "k" if predictor.kind == "knn" else "value"
-
-
-# ---------------------------------------------------------------------------------------
-# leave-one-out kNN over the memory, on the probe rows (memory.py): every row while the memory holds at
-# most memory.PROBES rows, else a uniform sample of them
-def _probe_lists(mem: Memory, kmax: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """(probe rows q in increasing order, their kmax most similar other rows by decreasing similarity and the
-    weights ``knn_mean`` gives them: [Q, kmax] indices, [Q, kmax] weights)."""
-    order = np.argsort(mem.probe, kind="stable")
-    return mem.probe[order], (mem.nbr[order, :kmax], np.clip(mem.nbs[order, :kmax].astype(np.float64), 1e-3, None))
-
-
-def _chunks(nb: tuple[np.ndarray, np.ndarray]):
-    """(positions among the probe rows, their neighbours [n, kmax], weights [n, kmax, 1]) a chunk of rows at a time
-    (bounds the [chunk, kmax, C] arrays the leave-one-out sums build)."""
-    idx, w = nb
-    for s in range(0, len(idx), LOO_CHUNK):
-        rows = np.arange(s, min(len(idx), s + LOO_CHUNK))
-        yield rows, idx[rows], w[rows][:, :, None]
-
-
-def _row_difficulty(nb, q: np.ndarray, Y: np.ndarray, mu: np.ndarray, grid: list[int]) -> tuple[np.ndarray, dict]:
-    """Each probe row's difficulty: how far its scores sit above the candidate means, shared by every
-    candidate. A row scoring every candidate has its own (its mean offset). A row learnt from bandit
-    feedback scores one candidate, whose score mixes the prompt's difficulty with that candidate's
-    relative quality; its difficulty is taken from its nearest other rows instead (their offsets
-    weighted by similarity and by how many candidates each scored), with the number of neighbours
-    chosen by leave-one-out error of that estimate. Returns (difficulty [Q], report)."""
-    e, n = offsets(Y, mu)
-    complete = n == Y.shape[1]
-    if complete[q].all():
-        return e[q], {"difficulty_k": None}
-    num = {k: np.zeros(len(q)) for k in grid}
-    den = {k: np.zeros(len(q)) for k in grid}
-    for rows, idx, w in _chunks(nb):
-        wn = w[:, :, 0] * n[idx]
-        cn, cd = np.cumsum(wn * e[idx], axis=1), np.cumsum(wn, axis=1)
-        for k in grid:
-            num[k][rows], den[k][rows] = cn[:, k - 1], cd[:, k - 1]
-    eq, nq = e[q], n[q]
-    err = {k: float(np.sum(nq * (np.where(den[k] > 0, num[k] / np.maximum(den[k], 1e-12), 0.0) - eq) ** 2))
-           for k in grid}
-    kd = min(grid, key=lambda k: (err[k], k))
-    dbar = np.where(den[kd] > 0, num[kd] / np.maximum(den[kd], 1e-12), 0.0)
-    return np.where(complete[q], eq, dbar), {"difficulty_k": int(kd)}
-
-
-def _loo_sums(nb, R: np.ndarray, obs: np.ndarray, complete: np.ndarray, D: np.ndarray, pws, grid: list[int]):
-    """For every probe row and (k, partial_weight): the weighted sums (numerator, denominator [Q, C]) of its k
-    nearest other rows' scores relative to their difficulty, bandit rows weighted by partial_weight; and per k
-    the neighbours' mean difficulty [Q]. The sums are taken once per block of neighbours between two k of the
-    grid, apart for fully scored and bandit rows, so every partial weight is a linear mix of the same sums."""
-    Q, C, G = len(nb[0]), R.shape[1], len(grid)
-    Rf, M = np.nan_to_num(R, nan=0.0), obs.astype(np.float64)
-    starts = np.asarray([0, *grid[:-1]])  # block g holds neighbours starts[g] .. grid[g] - 1
-    split = any(pw != 1.0 for pw in pws)
-    parts = {p: (np.zeros((Q, G, C)), np.zeros((Q, G, C))) for p in (("complete", "bandit") if split else ("all",))}
-    wsum, wdsum = np.zeros((Q, G)), np.zeros((Q, G))
-    for rows, idx, w in _chunks(nb):
-        wsum[rows] = np.add.reduceat(w[:, :, 0], starts, axis=1)
-        wdsum[rows] = np.add.reduceat(w[:, :, 0] * D[idx], starts, axis=1)
-        gR, gM = Rf[idx], M[idx]
-        wc = w * complete[idx][:, :, None] if split else w
-        for p, ww in (("complete", wc), ("bandit", w - wc)) if split else (("all", w),):
-            parts[p][0][rows] = np.add.reduceat(gR * ww, starts, axis=1)
-            parts[p][1][rows] = np.add.reduceat(gM * ww, starts, axis=1)
-    cum = {p: (np.cumsum(num, axis=1), np.cumsum(den, axis=1)) for p, (num, den) in parts.items()}
-    cw, cdw = np.cumsum(wsum, axis=1), np.cumsum(wdsum, axis=1)
-    rel, dsum = {}, {}
-    for g, k in enumerate(grid):
-        dsum[k] = cdw[:, g] / cw[:, g]
-        for pw in pws:
-            if split:
-                (nc, dc), (nbd, db) = cum["complete"], cum["bandit"]
-                rel[(k, pw)] = (nc[:, g] + pw * nbd[:, g], dc[:, g] + pw * db[:, g])
-            else:
-                rel[(k, pw)] = (cum["all"][0][:, g], cum["all"][1][:, g])
-    return rel, dsum
-
-
-def _fit_variant(nb, q: np.ndarray, Y: np.ndarray, D: np.ndarray, cnt: np.ndarray, pws, grid: list[int], k_old: int
-                 ) -> tuple[int, float, float, dict, np.ndarray]:
-    """Choose (k, alpha, partial_weight) for one memory variant by leave-one-out error over the probe rows'
-    observed cells: every cell's score less its row's difficulty ``D`` (all zero: the plain memory), predicted
-    from the k most similar other rows (``knn_mean``), bandit rows weighted by ``partial_weight``. alpha > 0 is
-    kept only if its gain over the candidate means beats zero by more than two standard errors. Returns (k,
-    alpha, partial_weight, report, leave-one-out predictions [Q, C] of every probe row's cells)."""
-    obs = ~np.isnan(Y)
-    complete = obs.all(axis=1)
-    R = Y.astype(np.float64) - D[:, None]
-    rel, dsum = _loo_sums(nb, R, obs, complete, D, pws, grid)
-    r, c = np.nonzero(obs[q])
-    t = R[q[r], c]
-    n_obs = len(t)
-    # each cell's candidate mean without that cell (count-weighted: a merged cell counts as the cells it holds):
-    # the prediction with no neighbour and the shrinkage target
-    cw = np.where(obs, cnt, 0.0)
-    total, count, own = (np.where(obs, R, 0.0) * cw).sum(axis=0), cw.sum(axis=0), cw[q[r], c]
-    left = count[c] - own
-    mu_loo = np.where(left > 0, (total[c] - own * t) / np.where(left > 0, left, 1.0), 0.0)
-    base = -(mu_loo - t) ** 2
-    raw = {}
-    for key, (num, den) in rel.items():
-        nn, dd = num[r, c], den[r, c]
-        raw[key] = np.where(dd > 0, nn / np.maximum(dd, 1e-12), mu_loo)
-    if n_obs >= MIN_LOO_CELLS:
-        best, top = significant_best(base, (((key, a), -(mu_loo + a * (raw[key] - mu_loo) - t) ** 2)
-                                            for key in rel for a in ALPHAS[1:]))
-    else:
-        best, top = None, None
-    if best is not None:
-        (k, pw), alpha = best
-    else:
-        (k, pw), alpha = (top[0] if top is not None else ((k_old if k_old in grid else grid[-1]), 1.0)), 0.0
-    k, pw, alpha = int(k), float(pw), float(alpha)
-    err = (mu_loo + alpha * (raw[(k, pw)] - mu_loo) - t) ** 2
-    gain = (mu_loo - t) ** 2 - err
-    se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("nan")
-    rep = {"loo_mse_mean": float(np.mean((mu_loo - t) ** 2)) if n_obs else None,
-           "loo_mse": float(err.mean()) if n_obs else None,
-           "loo_gain": float(gain.mean()) if n_obs else None, "loo_gain_se": se}
-    num, den = rel[(k, pw)]
-    mu_rel = weighted_means(R, cnt)
-    relp = np.where(den > 0, num / np.maximum(den, 1e-12), mu_rel[None, :])
-    return k, alpha, pw, rep, mu_rel[None, :] + alpha * (relp - mu_rel[None, :]) + dsum[k][:, None]
-
-
-def _relative_error(pred: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """Per fully scored row: squared error of the predicted against the scored differences between
-    candidates (both centred on the row), the part of a prediction that decides a route."""
-    P, T = pred - pred.mean(axis=1, keepdims=True), Y - Y.mean(axis=1, keepdims=True)
-    return ((P - T) ** 2).sum(axis=1)
-
-
-def _select_k_alpha(mem: Memory, k_old: int
-                    ) -> tuple[int, float, float, np.ndarray | None, bool, dict, np.ndarray]:
-    """Choose the memory's variant and its (k, alpha, partial_weight), on the probe rows (``memory.py``).
-
-    * plain: each candidate's prediction is the similarity-weighted mean of its neighbours' scores,
-      whichever prompts each candidate was scored on (the memory as training builds it);
-    * relative: the neighbours' scores less each row's difficulty (``_row_difficulty``), bandit rows
-      weighted by ``partial_weight``, with the neighbours' mean difficulty added back.
-
-    Within each, (k, alpha, partial_weight) are chosen by leave-one-out error (``_fit_variant``).
-    Between them, by what decides a route: on the fully scored probe rows, the leave-one-out error of
-    the predicted differences between candidates; relative is kept only when it beats plain there by
-    more than one standard error (a plain memory is what training makes). The rows' difficulties are
-    kept either way (a plain memory keeps them for its next choice): the probe rows' estimated again,
-    the fully scored rows' their own offsets, the others' as they were. A memory of more rows than
-    probes that has none yet (a file from an older version) stays plain.
-
-    Returns (k, alpha, partial_weight, row difficulties [N] or None, whether relative, a report,
-    leave-one-out predictions [Q, C] of the probe rows' cells with that setting)."""
-    Y, cnt = mem.Y, mem.cnt
-    N = len(Y)
-    grid = [k for k in KNNPredictor.K_GRID if k < N] or [1]
-    q, nb = _probe_lists(mem, max(grid))
-    obs = ~np.isnan(Y)
-    rep: dict = {"loo_observations": int(obs[q].sum()), "loo_rows": int(len(q)), "memory_rows": int(N)}
-    if N < 2:
-        return k_old, 0.0, 1.0, mem.D, False, {**rep, "loo_note": "fewer than 2 memory rows"}, \
-            np.tile(weighted_means(Y, cnt), (len(q), 1))
-    complete = obs.all(axis=1)
-    cq = complete[q]
-    plain = _fit_variant(nb, q, Y, np.zeros(N), cnt, (1.0,), grid, k_old)
-    rep.update(memory="plain", **plain[3])
-    if complete.all() or cq.sum() < MIN_COMPLETE_ROWS:
-        return *plain[:3], mem.D, False, {**rep, "memory_note": f"{int(cq.sum())} fully scored rows"}, plain[4]
-    if len(q) < N and mem.D is None:
-        return *plain[:3], None, False, {**rep, "memory_note": "more rows than probes and no row difficulties: "
-                                         "the memory stays plain"}, plain[4]
-    # difficulty is measured against the fully scored rows' candidate means: the means over every
-    # observed cell lean towards the prompts each candidate happened to be chosen for
-    mu_c = weighted_means(Y[complete], cnt[complete])
-    D = np.zeros(N) if mem.D is None else np.asarray(mem.D, dtype=np.float64).copy()
-    D[q], drep = _row_difficulty(nb, q, Y, mu_c, grid)
-    D[complete] = offsets(Y[complete], mu_c)[0]
-    relative = _fit_variant(nb, q, Y, D, cnt, PARTIAL_WEIGHTS, grid, k_old)
-    e_plain = _relative_error(plain[4][cq], Y[q][cq])
-    e_rel = _relative_error(relative[4][cq], Y[q][cq])
-    best, _ = significant_best(-e_plain, [("relative", -e_rel)], margin=1.0)
-    rep.update(difference_error_plain=float(e_plain.mean()), difference_error_relative=float(e_rel.mean()),
-               difference_rows=int(cq.sum()), **drep)
-    if best is None:
-        return *plain[:3], D, False, rep, plain[4]
-    rep.update(memory="relative", **relative[3])
-    return *relative[:3], D, True, rep, relative[4]
 
 
 # ---------------------------------------------------------------------------------------
@@ -387,55 +188,35 @@ def _selection_due(training: dict, observations: int) -> bool:
 
 
 def _grow(router: Router, new_x: np.ndarray, new_y: np.ndarray, observations: int) -> tuple[Memory, dict]:
-    """The memory with the new rows merged or appended, its probes kept up (``memory.py``), and the new rows'
-    difficulty in a memory that keeps them."""
-    pred = router.predictor
-    mem0 = Memory.of(pred)
+    """The memory with the new rows merged or appended, its probes kept up and the new rows' difficulty in a memory
+    that keeps them (``memory.grow``), from the nearest rows as many as the last selection chose."""
+    mem0 = router.predictor.memory.for_update()
     rng = np.random.default_rng([len(mem0.X), observations])
-    mem, S_app, merged = add_rows(mem0, new_x, new_y)
-    mem = top_up(update_probes(mem, len(mem0.X), S_app, rng), rng)
-    if mem.D is not None:
-        complete = ~np.isnan(mem.Y).any(axis=1)
-        mu_c = weighted_means(mem.Y[complete], mem.cnt[complete])
-        kd = _count((router.training or {}).get("online_difficulty_k")) or DEFAULT_DIFFICULTY_K
-        mem.D = new_difficulty(mem, len(mem0.X), S_app, mu_c, kd)
-    return mem, {"rows_added": len(mem.X) - len(mem0.X), "rows_merged": merged, "probes": int(len(mem.probe))}
+    kd = _count((router.training or {}).get("online_difficulty_k")) or DEFAULT_DIFFICULTY_K
+    return grow(mem0, new_x, new_y, rng, kd)
 
 
 def _learn(router: Router, new_x: np.ndarray, new_y: np.ndarray, observations: int
            ) -> tuple[object, dict, dict, dict]:
     """Add the new rows to a kNN-family router's memory; choose k, alpha and the variant again when due
-    (``_selection_due``), recalibrating budgets on the probe rows' leave-one-out predictions.
+    (``_selection_due``, ``memory.select``), recalibrating budgets on the probe rows' leave-one-out predictions.
     Returns (predictor, calibration, report, training entries)."""
     pred = router.predictor
     mem, rep = _grow(router, new_x, new_y, observations)
-    key = _k_key(pred)
-    k = k_old = int(float(pred.params[key]))
-    alpha, pw = float(pred.alpha), float(pred.params.get("partial_weight", 1.0))
+    k = k_old = pred.neighbours
+    alpha = float(pred.alpha)
     rep.update(memory_rows=int(len(mem.X)), k_before=k_old, alpha_before=alpha, memory_cap=MAX_ROWS)
     training = {}
     enough = len(mem.probe) >= min(len(mem.X), MIN_PROBES)
     selected = enough and _selection_due(router.training or {}, observations)
     if selected:
-        k, alpha, pw, mem.D, mem.relative, loo_rep, loo_pred = _select_k_alpha(mem, k_old)
+        k, alpha, mem.partial_weight, mem.D, mem.relative, loo_rep, loo_pred = select(mem, k_old)
         rep.update(loo_rep)
         training.update(online_selection={"observations": observations, "rows": int(len(mem.X))},
                         online_difficulty_k=loo_rep.get("difficulty_k"))
-    rep.update(selected=bool(selected), k=k, alpha=alpha, partial_weight=pw,
+    rep.update(selected=bool(selected), k=k, alpha=alpha, partial_weight=mem.partial_weight,
                memory="relative" if mem.relative else "plain")
-    tensors, params = pred.state()
-    for name in ("knn_d", "knn_dp", *PROBE_TENSORS):
-        tensors.pop(name, None)
-    if mem.relative:  # the candidate means of the relative scores, at the memory's mean difficulty
-        mu = weighted_means(mem.Y.astype(np.float64) - mem.D[:, None], mem.cnt) + float(mem.D.mean())
-    else:
-        mu = weighted_means(mem.Y, mem.cnt)
-    tensors.update(mem.tensors(), mu=mu.astype(np.float32))
-    params = {**params, key: (k if key == "k" else float(k)), "alpha": alpha}
-    params.pop("partial_weight", None)
-    if mem.relative:
-        params["partial_weight"] = pw
-    new_pred = type(pred).from_state(tensors, params)  # mu as stored (float32), so a saved copy predicts the same
+    new_pred = pred.with_memory(mem, k, alpha, mem.candidate_means())
     cal = router.calibration
     if selected:
         cal = _calibrate(router, new_pred, mem, loo_pred)
@@ -489,14 +270,12 @@ def update_router(router: Router, prompts: list[str], candidates: list[str], sco
                      f"({sorted({candidates[i] for i in np.nonzero(~learnable)[0]})}) were counted, not learnt: "
                      "added candidates are left as they are")
     new_pred, new_cal, learnt_rows, extra = pred, router.calibration, 0, {}
-    if not is_knn_family(pred):
-        notes.append(f"predictor '{pred.kind}'" + (f" ({pred.params.get('family')} family)"
-                                                     if pred.kind == "knn_or_ridge" else "")
-                     + " cannot learn from single observations without refitting; its predictions are unchanged "
-                     "(the observations are counted; retrain with every scored generation to use them)")
+    if pred.memory is None:
+        notes.append(pred.describe() + " cannot learn from single observations without refitting; its predictions "
+                     "are unchanged (the observations are counted; retrain with every scored generation to use them)")
         report.update(learnt=0, rows_added=0, memory_rows=None)
     elif n == 0 or not learnable.any():
-        report.update(learnt=0, rows_added=0, memory_rows=int(len(pred.X)))
+        report.update(learnt=0, rows_added=0, memory_rows=int(len(pred.memory.X)))
     else:
         z = (raw - float(router.norm["mean"])) / float(router.norm["std"])
         obs_idx = np.nonzero(learnable)[0]
@@ -507,7 +286,7 @@ def update_router(router: Router, prompts: list[str], candidates: list[str], sco
     report["note"] = "; ".join(notes)
     training = {**prev, **extra, "lineage": _lineage(router), "online_observations": observations,
                 "online_prompts": int(_count(prev.get("online_prompts")) or 0) + (
-                    learnt_rows if is_knn_family(pred) else len(set(prompts))),
+                    learnt_rows if pred.memory is not None else len(set(prompts))),
                 "online_updates": int(_count(prev.get("online_updates")) or 0) + 1}
     if report.get("selected"):
         training.update(online_k=report["k"], online_alpha=report["alpha"], online_memory=report["memory"],

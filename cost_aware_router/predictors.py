@@ -2,9 +2,12 @@
 
 All predictors share one small interface (``fit``, ``predict``, ``state``/``from_state``) and
 one safeguard: predictions are shrunk toward each candidate's mean quality by a factor
-``alpha`` in [0, 1] chosen by cross-validation on routing utility, so that where the data
-carry no per-prompt signal the router falls back to the best fixed candidate instead of
-chasing noise. Targets are normalised scores with NaN where a candidate was not scored.
+``alpha`` in [0, 1] chosen by cross-validation on routing utility (``significance.py``), so that
+where the data carry no per-prompt signal the router falls back to the best fixed candidate instead
+of chasing noise. Targets are normalised scores with NaN where a candidate was not scored.
+
+A kNN-family predictor keeps its rows in ``memory`` (a ``memory.Memory``, which predicts, is stored
+and learns from feedback); ``memory`` is None for the others, so nothing needs to ask a predictor's kind.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .decision.rule import choose
 from .errors import RouterError
+from .memory import K_GRID, Memory, knn_mean
+from .significance import ALPHAS, significant_best
 
 Progress = Callable[[int, int], None] | None
-ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-SE_MARGIN = 2.0  # standard errors a setting must beat the best fixed candidate by
 
 
 def column_means(Y: np.ndarray) -> np.ndarray:
@@ -40,20 +44,6 @@ def lambda_grid(mu: np.ndarray, cost: np.ndarray, n: int = 48) -> np.ndarray:
     return np.concatenate([[0.0], np.geomspace(lo, hi, n - 2), [hi * 1e6]])
 
 
-def choose(pred: np.ndarray, cost: np.ndarray, lam, allowed: np.ndarray | None = None) -> np.ndarray:
-    """argmax over candidates of pred - lam * cost (``lam`` one weight, or one per row); ties go to
-    the cheaper candidate. Where lam > 1 the same argmax is taken of pred / lam - cost, so no weight up
-    to the largest float overflows (a huge weight picks the cheapest allowed candidate), without warnings."""
-    lam = np.asarray(lam, dtype=float).reshape(-1, 1)
-    big = lam > 1
-    util = np.where(big, pred / np.where(big, lam, 1.0), pred) - np.where(big, 1.0, lam) * cost[None, :]
-    if allowed is not None:
-        util = np.where(allowed[None, :], util, -np.inf)
-    # break exact ties toward lower cost
-    util = util - 1e-12 * cost[None, :]
-    return np.argmax(util, axis=1)
-
-
 def prompt_utility(pred: np.ndarray, Y: np.ndarray, cost: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
     """Per prompt, realised utility (true quality - lam * cost) of the choices, summed over ``lambdas``."""
     rows = np.arange(len(Y))
@@ -64,74 +54,21 @@ def prompt_utility(pred: np.ndarray, Y: np.ndarray, cost: np.ndarray, lambdas: n
     return total
 
 
-def significant_best(base: np.ndarray, options, margin: float | None = None) -> tuple[object, object]:
-    """``options`` yields (key, per-prompt utility). Returns (the key with the highest mean gain
-    over the per-prompt utility ``base`` among those beating it by more than SE_MARGIN standard
-    errors, or None; the key with the highest mean gain at all)."""
-    best, top = (None, 0.0), (None, -np.inf)
-    for key, util in options:
-        diff = util - base
-        gain, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
-        if gain > top[1]:
-            top = (key, gain)
-        if gain - (SE_MARGIN if margin is None else margin) * se > 0 and gain > best[1]:
-            best = (key, gain)
-    return best[0], top[0]
-
-
 def kfold(n: int, folds: int, seed: int = 0) -> list[np.ndarray]:
     folds = max(2, min(folds, n))
     perm = np.random.default_rng(seed).permutation(n)
     return [perm[i::folds] for i in range(folds)]
 
 
-def knn_mean(sims: np.ndarray, Y: np.ndarray, k: int, mu: np.ndarray, D: np.ndarray | None = None,
-             row_w: np.ndarray | None = None) -> np.ndarray:
-    """Similarity-weighted mean of ``Y``'s rows over each query's ``k`` most similar columns of ``sims``
-    (weights clipped at 1e-3, so -inf leaves a neighbour out); NaN cells are skipped, and a column
-    with no scored neighbour gets ``mu``.
-
-    With a per-row difficulty ``D`` [N] (a memory learnt from bandit feedback, ``online.py``), each
-    candidate's mean is taken over its neighbours' *relative* scores ``Y - D`` (each row weighted
-    also by ``row_w``), and the neighbours' mean difficulty (similarity weights only) is added back:
-    so the candidates compare on what they did relative to each prompt's difficulty, whichever
-    prompts each was scored on. For rows that score every candidate, with ``D`` their own mean,
-    this is exactly the plain mean."""
-    k = max(1, min(k, sims.shape[1]))
-    idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    w = np.clip(np.take_along_axis(sims, idx, axis=1), 1e-3, None)[:, :, None]  # [N,k,1]
-    y = Y[idx]  # [N,k,C]
-    m = ~np.isnan(y)
-    if D is None:
-        num = (np.where(m, y, 0.0) * w).sum(1)
-        den = (m * w).sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 0, num / np.maximum(den, 1e-12), mu[None, :])
-    d = np.asarray(D, dtype=np.float64)[idx][:, :, None]  # [N,k,1]
-    wr = w * (1.0 if row_w is None else np.asarray(row_w, dtype=np.float64)[idx][:, :, None])
-    num = (np.where(m, y - d, 0.0) * wr).sum(1)
-    den = (m * wr).sum(1)
-    dbar = (d * w).sum(1) / w.sum(1)  # [N,1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.maximum(den, 1e-12) + dbar, mu[None, :])
-
-
-def memory_row_weights(Y: np.ndarray, partial_weight: float) -> np.ndarray:
-    """Weight of each memory row in a relative (difficulty-corrected) kNN mean: 1 for a row that
-    scores every candidate, ``partial_weight`` for a row learnt from bandit feedback."""
-    return np.where((~np.isnan(Y)).all(axis=1), 1.0, float(partial_weight))
-
-
 class Predictor:
     kind = "base"
+    K_PARAM: str | None = None  # the param holding k, in a predictor that can keep a kNN memory
 
     def __init__(self, **params):
         self.params = dict(params)
         self.alpha = float(params.get("alpha", 1.0))
         self.mu = None
-        self.D = self.RW = None  # kNN memory only: row difficulties learnt from bandit feedback (online.py)
-        self.cnt = self.probes = None  # kNN memory learnt from feedback: cell counts and probe lists (memory.py)
-        self.D_plain = None  # a plain memory's row difficulties, kept for its next choice of variant (online.py)
+        self.memory: Memory | None = None  # the kNN memory (memory.py) of a kNN-family predictor; None otherwise
 
     # -- interface -------------------------------------------------------------------
     def fit(self, X: np.ndarray, Y: np.ndarray, cost: np.ndarray, folds: int = 5, seed: int = 0,
@@ -166,6 +103,24 @@ class Predictor:
     def _load(self, tensors: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        return f"predictor '{self.kind}'"
+
+    # -- the kNN memory (memory.py), of a predictor whose ``memory`` is not None ------
+    @property
+    def neighbours(self) -> int:
+        """The k its kNN memory predicts with."""
+        return int(float(self.params[self.K_PARAM]))
+
+    def _memory_params(self, k: int) -> dict:
+        raise NotImplementedError
+
+    def with_memory(self, memory: Memory, k: int, alpha: float, mu: np.ndarray) -> Predictor:
+        """A predictor like this one predicting from ``memory`` with ``k`` neighbours, shrinkage ``alpha`` and
+        candidate means ``mu``, built from what a router file stores (float32), so a saved copy predicts the same."""
+        tensors, params = memory.state({**self._memory_params(k), "alpha": alpha})
+        return type(self).from_state({**tensors, "mu": np.asarray(mu).astype(np.float32)}, params)
+
     # -- shared helpers --------------------------------------------------------------
     def _select(self, oofs: dict, Y: np.ndarray, cost: np.ndarray):
         """Pick (hyper-parameter, alpha) from out-of-fold predictions by routing utility.
@@ -188,50 +143,10 @@ class Predictor:
 
 
 # ---------------------------------------------------------------------------------------
-# the kNN memory: knn_x [N, d], knn_y [N, C] (NaN = unscored), and, once it has learnt from bandit
-# feedback (online.py), knn_d [N] (each row's difficulty) with the param partial_weight; a memory
-# learnt by this version also keeps knn_n [N, C] (cells merged into each scored cell) and its probe
-# lists knn_probe [P], knn_nbr [P, W], knn_nbs [P, W] (memory.py); a plain one its rows' difficulties
-# as knn_dp [N] (not used to predict)
-PROBE_TENSORS = ("knn_probe", "knn_nbr", "knn_nbs")
-
-
-def memory_predict(pred: Predictor, X: np.ndarray, k: int) -> np.ndarray:
-    return knn_mean(X @ pred.X.T, pred.Y.astype(np.float64), k, pred.mu, pred.D, pred.RW)
-
-
-def memory_state(pred: Predictor, params: dict) -> tuple[dict, dict]:
-    tensors = {"knn_x": pred.X, "knn_y": pred.Y}
-    if pred.D is not None:
-        tensors["knn_d"] = pred.D
-        params = {**params, "partial_weight": float(pred.params["partial_weight"])}
-    if pred.D_plain is not None:
-        tensors["knn_dp"] = pred.D_plain
-    if pred.cnt is not None:
-        tensors["knn_n"] = pred.cnt
-    if pred.probes is not None:
-        tensors.update(zip(PROBE_TENSORS, pred.probes))
-    return tensors, params
-
-
-def memory_load(pred: Predictor, tensors: dict) -> None:
-    pred.X = np.asarray(tensors["knn_x"], dtype=np.float32)
-    pred.Y = np.asarray(tensors["knn_y"], dtype=np.float32)
-    pred.D = np.asarray(tensors["knn_d"], dtype=np.float32) if tensors.get("knn_d") is not None else None
-    pred.RW = None if pred.D is None else memory_row_weights(pred.Y, float(pred.params.get("partial_weight", 1.0)))
-    pred.cnt = np.asarray(tensors["knn_n"], dtype=np.float32) if tensors.get("knn_n") is not None else None
-    pred.D_plain = np.asarray(tensors["knn_dp"], dtype=np.float32) if tensors.get("knn_dp") is not None else None
-    pred.probes = None
-    if all(tensors.get(t) is not None for t in PROBE_TENSORS):
-        probe, nbr, nbs = (tensors[t] for t in PROBE_TENSORS)
-        pred.probes = (np.asarray(probe).astype(np.int64), np.asarray(nbr).astype(np.int64),
-                       np.asarray(nbs, dtype=np.float32))
-
-
-# ---------------------------------------------------------------------------------------
 class KNNPredictor(Predictor):
     kind = "knn"
-    K_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
+    K_PARAM = "k"
+    K_GRID = K_GRID
 
     def fit(self, X, Y, cost, folds=5, seed=0, progress=None):
         X = np.asarray(X, dtype=np.float32)
@@ -251,19 +166,22 @@ class KNNPredictor(Predictor):
                 progress(f + 1, len(parts) + 1)
         self.k, self.alpha = self._select(oofs, Y, cost)
         self.params.update(k=self.k)
-        self.X, self.Y = X, np.asarray(Y, dtype=np.float32)
+        self.memory = Memory(X, np.asarray(Y, dtype=np.float32))
         if progress:
             progress(len(parts) + 1, len(parts) + 1)
         return self.mu + self.alpha * (oofs[self.k] - self.mu)
 
     def _raw(self, X):
-        return memory_predict(self, X, int(self.params["k"]))
+        return self.memory.predict(X, int(self.params["k"]), self.mu)
+
+    def _memory_params(self, k):
+        return {"k": int(k)}
 
     def _state(self):
-        return memory_state(self, {"k": int(self.params["k"])})
+        return self.memory.state(self._memory_params(self.params["k"]))
 
     def _load(self, tensors):
-        memory_load(self, tensors)
+        self.memory = Memory.from_tensors(tensors, self.params)
         self.k = int(self.params["k"])
 
 
@@ -438,6 +356,7 @@ def ridge_weights(X: np.ndarray, R: np.ndarray, penalties) -> dict:
 
 class KNNOrRidgePredictor(Predictor):
     kind = "knn_or_ridge"
+    K_PARAM = "value"
     K_GRID = (32, 64, 128)
     PENALTIES = (1.0, 3.0, 10.0, 30.0, 100.0)
     REPEATS = 3
@@ -493,25 +412,31 @@ class KNNOrRidgePredictor(Predictor):
             p = float(self.params["value"])
             self.W = ridge_weights(X, Y - self.mu, [p])[p].astype(np.float32)
         else:
-            self.X, self.Y = X.astype(np.float32), Y.astype(np.float32)
+            self.memory = Memory(X.astype(np.float32), Y.astype(np.float32))
 
     # -- prediction and state --------------------------------------------------------
+    def describe(self) -> str:
+        return f"predictor '{self.kind}' ({self.params.get('family')} family)"
+
+    def _memory_params(self, k):
+        return {"family": "knn", "value": float(k)}
+
     def _raw(self, X):
         if self.params["family"] == "ridge":
             return self.mu[None, :] + X.astype(np.float64) @ self.W.astype(np.float64)
-        return memory_predict(self, X, int(self.params["value"]))
+        return self.memory.predict(X, int(self.params["value"]), self.mu)
 
     def _state(self):
         params = {"family": str(self.params["family"]), "value": float(self.params["value"])}
         if params["family"] == "ridge":
             return {"ridge_w": self.W}, params
-        return memory_state(self, params)
+        return self.memory.state(params)
 
     def _load(self, tensors):
         if self.params["family"] == "ridge":
             self.W = np.asarray(tensors["ridge_w"], dtype=np.float32)
         else:
-            memory_load(self, tensors)
+            self.memory = Memory.from_tensors(tensors, self.params)
 
 
 PREDICTORS: dict[str, type[Predictor]] = {

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .added import AddedCandidate, with_added
-from .budget import Budget, Plan, resolve
 from .cascade import Cascade, decide_observed
+from .decision.budget import Budget, Plan, resolve
+from .decision.explore import weighted_count
+from .decision.hold import BudgetHolder
+from .decision.loop import decide
+from .decision.rule import choose
 from .errors import RouterError
 from .explain import explain
-from .explore import decide, weighted_count
-from .hold import BudgetHolder
-from .predictors import Predictor, choose
+from .predictors import Predictor
 from .reference import Reference
 from .validate import finite
 
@@ -197,9 +199,9 @@ class Router:
         nearby scored observations (``explore.weighted_count``): over the kNN memory where the
         predictor keeps one, else over the reference set; added candidates count their scored anchors."""
         E = np.asarray(E, dtype=np.float32)
-        p, ref = self.predictor, self.reference
-        if p.kind == "knn" or (p.kind == "knn_or_ridge" and p.params.get("family") == "knn"):
-            base = weighted_count(E @ p.X.T, (~np.isnan(p.Y)).astype(np.float64))
+        p, mem, ref = self.predictor, self.predictor.memory, self.reference
+        if mem is not None:
+            base = weighted_count(E @ mem.X.T, (~np.isnan(mem.Y)).astype(np.float64))
         elif ref is not None:
             base = weighted_count(E @ ref.x.T, (~np.isnan(ref.y)).astype(np.float64))
         else:

@@ -26,8 +26,8 @@ import numpy as np
 from .added import AddedCandidate
 from .cascade import CASCADE_VERSION, Cascade
 from .errors import RouterError, RouterFileError
-from .memory import PROBES, width
-from .predictors import PROBE_TENSORS, get_predictor_class
+from .memory import PROBE_TENSORS, PROBES, width
+from .predictors import get_predictor_class
 from .reference import MAX_REFERENCE, Reference
 from .router import Router
 from .scored.record import MAX_CANDIDATES, MAX_FIELD_CHARS, MAX_NAME_CHARS, MAX_PROMPT_CHARS
@@ -459,12 +459,3 @@ def load_router(path: str | os.PathLike) -> Router:
     router = _router(path, header, tensors)
     router.fingerprint = fingerprint
     return router
-
-
-def file_fingerprint(path: Path) -> str:
-    """A short content hash of a router file: which router a decision log line or a held budget belongs to."""
-    digest = hashlib.blake2b(digest_size=12)
-    with open_regular(path, "router file", RouterFileError) as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -25,7 +25,7 @@ from cost_aware_router.decision_log import (
     read_log,
 )
 from cost_aware_router.errors import RouterError
-from cost_aware_router.log_report import format_summary, summarise
+from cost_aware_router.report import format_summary, summarise_records
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITERS = 8
@@ -335,7 +335,7 @@ def test_summarise_hand_built_log(tmp_path):
     append_decisions(path, _hand_log()[5:])
     recs, bad = read_log(path)
     assert bad == 0
-    s = summarise(recs, windows=5)
+    s = summarise_records(recs, windows=5)
     assert s["total"] == 10
     by = {c["candidate"]: c for c in s["candidates"]}
     assert [c["candidate"] for c in s["candidates"]] == ["cheap", "mid", "dear"]
@@ -375,7 +375,7 @@ def test_summarise_mixed_targets_and_messy_records():
             {"candidate": "b", "chosen_cost": None, "target": 3.0, "explored": False},
             {"candidate": "b", "chosen_cost": "x", "target": 3.0, "explored": "yes"},
             {"candidate": None, "chosen_cost": float("nan")}, "not a record"]
-    s = summarise(recs, windows=20)
+    s = summarise_records(recs, windows=20)
     assert s["total"] == 3 and s["costed"] == 2 and s["mean_cost"] == pytest.approx(3.0)
     assert s["malformed"] == 3 and s["malformed_reasons"] == {
         "'chosen_cost' is not a number": 1, "'candidate' is not text of 1-200 characters": 1,
@@ -387,7 +387,7 @@ def test_summarise_mixed_targets_and_messy_records():
     assert {c["candidate"] for c in s["candidates"]} == {"a", "b"}
     assert [p["n"] for p in s["running"]] == [1, 2]
     assert "3 malformed record(s) skipped" in format_summary(s)
-    empty = summarise([])
+    empty = summarise_records([])
     assert empty["total"] == 0 and empty["mean_cost"] is None and empty["running"] == []
     assert "no decisions" in format_summary(empty)
 
@@ -400,7 +400,7 @@ def _colour_count(img, rgb):
 def test_plot_summary_size_and_content():
     from cost_aware_router.plots import _BAR, _LINE, _TARGET, plot_log_summary
 
-    s = summarise(_hand_log())
+    s = summarise_records(_hand_log())
     img = plot_log_summary(s, title="Decisions")
     assert img.size == (720, 480) and img.mode == "RGB"
     arr = np.asarray(img)
@@ -410,8 +410,8 @@ def test_plot_summary_size_and_content():
     assert _colour_count(img, _BAR) > 2000      # share bars
     big = plot_log_summary(s, width=1000, height=640)
     assert big.size == (1000, 640)
-    assert _colour_count(plot_log_summary(summarise([])), _BAR) == 0
+    assert _colour_count(plot_log_summary(summarise_records([])), _BAR) == 0
     many = [{"candidate": f"model-{i:02d}-with-a-rather-long-name@{i}steps", "chosen_cost": i} for i in range(40)]
-    assert plot_log_summary(summarise(many)).size == (720, 480)
+    assert plot_log_summary(summarise_records(many)).size == (720, 480)
     with pytest.raises(RouterError):
         plot_log_summary(s, width=50, height=50)

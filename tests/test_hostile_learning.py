@@ -18,7 +18,6 @@ from conftest import DATA, rewrite_router, set_meta
 
 from cost_aware_router import cli, memory, online
 from cost_aware_router.errors import RouterError, RouterFileError
-from cost_aware_router.memory import Memory
 from cost_aware_router.online import replay, update_router
 from cost_aware_router.predictors import KNNPredictor
 from cost_aware_router.router_file import load_router, save_router
@@ -196,7 +195,7 @@ def test_probe_lists_stay_every_row_s_exact_neighbours_while_the_memory_is_small
         idx = rng.choice(len(prompts), size=7, replace=False)
         router, rep = update_router(router, [prompts[i] for i in idx], [router.names[i % 5] for i in idx],
                                     list(rng.normal(3, 0.5, 7)), embeddings=E[idx])
-    mem = Memory.of(router.predictor)
+    mem = router.predictor.memory.for_update()
     N = len(mem.X)
     assert sorted(mem.probe) == list(range(N)) and mem.nbr.shape == (N, memory.width(N))
     np.testing.assert_array_equal(np.sort(mem.nbr, axis=1), _brute_lists(mem.X, mem.probe, memory.width(N)))
@@ -208,22 +207,22 @@ def test_a_repeated_prompt_merges_into_its_row_keeping_the_candidate_means(start
     once, _ = update_router(start, [prompts[0]], [start.names[1]], [2.0], embeddings=E[:1])
     twice, rep = update_router(once, [prompts[0], prompts[1]], [start.names[1], start.names[2]], [4.0, 3.0],
                                embeddings=E[:2])
-    N = len(start.predictor.X)
-    assert rep["rows_merged"] == 1 and rep["rows_added"] == 1 and len(twice.predictor.X) == N + 2
+    N = len(start.predictor.memory.X)
+    assert rep["rows_merged"] == 1 and rep["rows_added"] == 1 and len(twice.predictor.memory.X) == N + 2
     m, s = start.norm["mean"], start.norm["std"]
-    assert twice.predictor.Y[N, 1] == pytest.approx(((2.0 + 4.0) / 2 - m) / s, rel=1e-5)
-    assert twice.predictor.cnt[N, 1] == 2
+    assert twice.predictor.memory.Y[N, 1] == pytest.approx(((2.0 + 4.0) / 2 - m) / s, rel=1e-5)
+    assert twice.predictor.memory.cnt[N, 1] == 2
     # each candidate's mean counts the merged cell twice: as if the prompt had two rows
-    Y = np.concatenate([twice.predictor.Y, [[np.nan, (4.0 - m) / s, np.nan, np.nan, np.nan]]]).astype(np.float64)
+    Y = np.concatenate([twice.predictor.memory.Y, [[np.nan, (4.0 - m) / s, np.nan, np.nan, np.nan]]]).astype(np.float64)
     Y[N, 1] = (2.0 - m) / s
-    if twice.predictor.D is None:
+    if not twice.predictor.memory.relative:
         np.testing.assert_allclose(twice.predictor.mu, np.nanmean(Y, axis=0), atol=1e-6)
     assert twice.training["online_prompts"] == 3
 
 
 def test_past_the_cap_rows_merge_and_the_file_stops_growing(start, stream, tmp_path, monkeypatch):
     prompts, E = stream
-    N0 = len(start.predictor.X)
+    N0 = len(start.predictor.memory.X)
     monkeypatch.setattr(memory, "MAX_ROWS", N0 + 20)
     router, sizes = start, []
     obs = 0
@@ -234,9 +233,9 @@ def test_past_the_cap_rows_merge_and_the_file_stops_growing(start, stream, tmp_p
         obs += 10
         path = save_router(router, tmp_path / f"r{b}.safetensors")
         sizes.append(path.stat().st_size)
-    assert len(router.predictor.X) == N0 + 20
+    assert len(router.predictor.memory.X) == N0 + 20
     assert max(sizes[1:]) - min(sizes[1:]) < 2_000  # full from the second update on: only metadata varies
-    cnt, Y = router.predictor.cnt, router.predictor.Y
+    cnt, Y = router.predictor.memory.cnt, router.predictor.memory.Y
     assert cnt[~np.isnan(Y)].sum() == N0 * 5 + obs  # every learnt cell is still counted
 
 
@@ -244,7 +243,7 @@ def test_selection_runs_at_first_then_every_five_percent_and_survives_a_restart(
     prompts, E = stream
     router, rep = update_router(start, prompts[:40], [start.names[i % 5] for i in range(40)],
                                 list(np.linspace(2, 4, 40)), embeddings=E[:40])
-    N0 = len(start.predictor.X)
+    N0 = len(start.predictor.memory.X)
     assert rep["selected"] and router.training["online_selection"] == {"observations": 40, "rows": N0 + 40}
     save_router(router, tmp_path / "r.safetensors")
     router = load_router(tmp_path / "r.safetensors")
@@ -276,20 +275,20 @@ def test_past_the_probes_the_variant_is_chosen_on_them_and_difficulties_are_kept
         tensors[difficulties] = np.random.default_rng(1).normal(size=N0 + 40).astype(np.float32) * 0.1
         params = {**params, "partial_weight": 0.5} if difficulties == "knn_d" else params
     router = start.copy(predictor=KNNPredictor.from_state(tensors, params))
-    assert (router.predictor.D is not None) == (difficulties == "knn_d")
+    assert router.predictor.memory.relative == (difficulties == "knn_d")
     new, rep = update_router(router, prompts[40:42], start.names[:2], [3.0, 3.1], embeddings=E[40:42])
     assert rep["selected"] and rep["loo_rows"] == 64 and rep["memory_rows"] == N0 + 42
     if difficulties is None:
         assert rep["memory"] == "plain" and "no row difficulties" in rep["memory_note"]
-        assert new.predictor.D is None and new.predictor.D_plain is None
+        assert new.predictor.memory.D is None and not new.predictor.memory.relative
     else:
         assert rep["difference_rows"] >= 8 and rep["memory"] in ("plain", "relative")
-        kept = new.predictor.D if rep["memory"] == "relative" else new.predictor.D_plain
+        assert new.predictor.memory.relative == (rep["memory"] == "relative")
+        kept = new.predictor.memory.D
         assert kept is not None and kept.shape == (N0 + 42,)
         back = load_router(save_router(new, tmp_path / "r.safetensors"))
-        assert (back.predictor.D is None) == (rep["memory"] == "plain")
-        np.testing.assert_array_equal(back.predictor.D if back.predictor.D is not None else back.predictor.D_plain,
-                                      kept)
+        assert back.predictor.memory.relative == (rep["memory"] == "relative")
+        np.testing.assert_array_equal(back.predictor.memory.D, kept)
 
 
 def _synthetic_memory(n, rng, C=5, d=384):
@@ -323,10 +322,8 @@ def test_an_update_on_a_large_memory_reads_probes_not_the_whole_memory(start, st
 
 
 def _with_all_probes(pred):
-    mem = memory.top_up(Memory.of(pred), np.random.default_rng(0), work=1 << 25)
-    tensors, params = pred.state()
-    tensors.update(mem.tensors())
-    return type(pred).from_state(tensors, params)
+    mem = memory.top_up(pred.memory.for_update(), np.random.default_rng(0), work=1 << 25)
+    return pred.with_memory(mem, pred.neighbours, pred.alpha, pred.mu)
 
 
 def test_a_learnt_file_from_an_older_version_gets_its_probes_and_counts(start, stream, tmp_path):
@@ -336,10 +333,10 @@ def test_a_learnt_file_from_an_older_version_gets_its_probes_and_counts(start, s
         for name in ("knn_n", "knn_probe", "knn_nbr", "knn_nbs"):
             t.pop(name)
     old = load_router(rewrite_router(path, tmp_path / "old.safetensors", mutate_tensors=strip))
-    assert old.predictor.cnt is None and old.predictor.probes is None
+    assert old.predictor.memory.cnt is None and old.predictor.memory.probe is None
     prompts, E = stream
     new, rep = update_router(old, prompts[60:62], start.names[:2], [3.0, 3.2], embeddings=E[60:62])
-    assert rep["probes"] == len(new.predictor.X) and new.predictor.cnt is not None
+    assert rep["probes"] == len(new.predictor.memory.X) and new.predictor.memory.cnt is not None
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -174,7 +174,7 @@ def test_no_line_at_the_end_and_an_empty_log(tmp_path):
 
 
 def test_many_distinct_names_are_folded_into_bounded_state(tmp_path):
-    from cost_aware_router.log_report import MAX_CANDIDATES, MAX_GROUPS
+    from cost_aware_router.report import MAX_CANDIDATES, MAX_GROUPS
 
     log = tmp_path / "decisions.jsonl"
     n = MAX_CANDIDATES + 500
@@ -248,7 +248,7 @@ def test_plot_survives_any_number(cost):
 
 
 def test_report_json_is_strict_whatever_the_summary():
-    from cost_aware_router.log_report import report_json
+    from cost_aware_router.report import report_json
 
     text = report_json({"a": math.inf, "b": [math.nan, -math.inf, 1.5], "c": {"d\x7f": "e\x85\x9f\x1b\ud800"}})
     assert strict(text) == {"a": None, "b": [None, None, 1.5], "c": {"d\x7f": "e\x85\x9f\x1b\ud800"}}
@@ -260,8 +260,8 @@ FUZZ_VALUES = [None, True, False, 0, -1, 1.5, -1e300, 5e-324, 10 ** 30, -(10 ** 
 
 
 def test_fuzzed_records_never_break_the_report(tmp_path):
-    from cost_aware_router.log_report import format_summary, report_json, summarise
     from cost_aware_router.plots import plot_log_summary
+    from cost_aware_router.report import format_summary, report_json, summarise_records
 
     rng = random.Random(20)
     keys = ["candidate", "chosen_cost", "cost", "predicted_quality", "target", "ood_distance", "ood_fallback",
@@ -272,7 +272,7 @@ def test_fuzzed_records_never_break_the_report(tmp_path):
         for key in rng.sample(keys, rng.randint(1, 3)):
             r[key] = rng.choice(FUZZ_VALUES)
         records.append(r)
-    s = summarise(records)
+    s = summarise_records(records)
     assert s["total"] + s["malformed"] == len(records) and s["total"] > 100 and s["malformed"] > 100
     strict(report_json(s))
     assert all(ch == "\n" or ch.isprintable() for ch in format_summary(s))
@@ -303,12 +303,12 @@ def test_report_memory_does_not_grow_with_the_log(tmp_path):
 
 
 def test_series_is_exact_up_to_its_bins_and_close_beyond():
-    from cost_aware_router.log_report import SERIES_BINS, summarise
+    from cost_aware_router.report import SERIES_BINS, summarise_records
 
     rng = random.Random(3)
     for m in (1, 7, SERIES_BINS, SERIES_BINS + 1, 5 * SERIES_BINS + 3):
         costs = [rng.random() * 4 for _ in range(m)]
-        s = summarise(({"candidate": "a", "chosen_cost": c} for c in costs), windows=20)
+        s = summarise_records(({"candidate": "a", "chosen_cost": c} for c in costs), windows=20)
         assert s["running"][-1] == {"n": m, "mean_cost": pytest.approx(sum(costs) / m)}
         for p in s["running"]:
             assert p["mean_cost"] == pytest.approx(sum(costs[:p["n"]]) / p["n"])
@@ -467,7 +467,7 @@ def test_store_index_refuses_a_fifo_without_hanging(tmp_path):
 def test_an_escalation_is_extra_spend_on_its_prompt_not_a_decision(tmp_path):
     """Verify and escalate logs a second record for an escalated prompt ("escalation": true): the report
     counts its cost on that prompt (mean cost and target error include it) but not as a decision."""
-    from cost_aware_router.log_report import format_summary, summarise_log
+    from cost_aware_router.report import format_summary, summarise_log
 
     log = tmp_path / "d.jsonl"
     recs = [{"candidate": "cheap", "chosen_cost": 1.0, "target": 2.0}, {"candidate": "cheap", "chosen_cost": 1.0,

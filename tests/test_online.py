@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from cost_aware_router.budget import Budget
+from cost_aware_router.decision.budget import Budget
+from cost_aware_router.decision.explore import explore_choices, explore_hash
+from cost_aware_router.decision.rule import choose
 from cost_aware_router.errors import RouterError
-from cost_aware_router.explore import explore_choices, explore_hash
 from cost_aware_router.online import replay, update_router
-from cost_aware_router.predictors import choose
 from cost_aware_router.router_file import load_router, save_router
 from cost_aware_router.scored import load_dataset
 from cost_aware_router.train import train_router
@@ -38,8 +38,8 @@ def later(table, embedder):
 def test_update_appends_one_row_per_prompt_and_counts_observations(start, table, embedder):
     p = table.prompts[20:23]
     before_pred = start.predict_normalised(p)
-    X0, Y0, mu0, training0 = start.predictor.X.copy(), start.predictor.Y.copy(), start.predictor.mu.copy(), \
-        dict(start.training)
+    mem0 = start.predictor.memory
+    X0, Y0, mu0, training0 = mem0.X.copy(), mem0.Y.copy(), start.predictor.mu.copy(), dict(start.training)
     names = start.names
     # p[0] twice on the same candidate (averaged), once on another (same row); p[1], p[2] once each
     prompts = [p[0], p[0], p[1], p[0], p[2]]
@@ -48,23 +48,24 @@ def test_update_appends_one_row_per_prompt_and_counts_observations(start, table,
     new, rep = update_router(start, prompts, cands, scores)
     m, s = start.norm["mean"], start.norm["std"]
     N = len(X0)
-    assert new.predictor.X.shape == (N + 3, X0.shape[1]) and new.predictor.Y.shape == (N + 3, len(names))
-    Y = new.predictor.Y[N:]
-    np.testing.assert_allclose(new.predictor.X[N:], embedder.embed(p), atol=1e-6)
+    assert new.predictor.memory.X.shape == (N + 3, X0.shape[1]) and new.predictor.memory.Y.shape == (N + 3, len(names))
+    Y = new.predictor.memory.Y[N:]
+    np.testing.assert_allclose(new.predictor.memory.X[N:], embedder.embed(p), atol=1e-6)
     np.testing.assert_allclose(Y[0, 0], ((2.0 + 3.0) / 2 - m) / s, rtol=1e-5)
     np.testing.assert_allclose(Y[0, 2], (1.0 - m) / s, rtol=1e-5)
     np.testing.assert_allclose([Y[1, 4], Y[2, 1]], [(4.0 - m) / s, (3.5 - m) / s], rtol=1e-5)
     assert np.isnan(Y).sum() == 3 * 5 - 4
     # candidate means over every observed cell, the old memory included
-    np.testing.assert_allclose(new.predictor.mu, np.nanmean(new.predictor.Y.astype(np.float64), axis=0), atol=1e-6)
+    np.testing.assert_allclose(new.predictor.mu, np.nanmean(new.predictor.memory.Y.astype(np.float64), axis=0),
+                               atol=1e-6)
     assert not np.allclose(new.predictor.mu, mu0)
     assert rep["observations"] == 5 and rep["rows_added"] == 3 and rep["memory_rows"] == N + 3
     assert new.training["online_observations"] == 5 and new.training["online_prompts"] == 3
     again, _ = update_router(new, [table.prompts[30]], [names[3]], [3.0])
     assert again.training["online_observations"] == 6 and again.training["online_prompts"] == 4
-    assert len(again.predictor.X) == N + 4
+    assert len(again.predictor.memory.X) == N + 4
     # the input router is untouched
-    assert np.array_equal(start.predictor.X, X0) and np.array_equal(start.predictor.Y, Y0, equal_nan=True)
+    assert np.array_equal(start.predictor.memory.X, X0) and np.array_equal(start.predictor.memory.Y, Y0, equal_nan=True)
     assert np.array_equal(start.predictor.mu, mu0) and start.training == training0
     np.testing.assert_array_equal(start.predict_normalised(p), before_pred)
 
@@ -117,12 +118,12 @@ def test_updated_router_saves_and_loads_with_identical_predictions(start, later,
     prompts, E = later
     scores = _signal_scores(start, E, np.random.default_rng(2), True)
     new, _ = update_router(start, prompts[:100], [start.names[2]] * 100, scores[:100], embeddings=E[:100])
-    assert np.isnan(new.predictor.Y).any()
+    assert np.isnan(new.predictor.memory.Y).any()
     path = save_router(new, tmp_path / "online.safetensors")
     back = load_router(path)
     back.use_embedder(new.embedder)
     np.testing.assert_array_equal(back.predict_embedded(E)[0], new.predict_embedded(E)[0])
-    np.testing.assert_array_equal(back.predictor.Y, new.predictor.Y)
+    np.testing.assert_array_equal(back.predictor.memory.Y, new.predictor.memory.Y)
     assert back.training["online_observations"] == 100 and back.predictor.alpha == new.predictor.alpha
     assert back.calibration == new.calibration
     b = Budget()
@@ -177,7 +178,7 @@ def test_explore_choices_respects_cap_prefers_least_support_and_is_stable():
     ch2, ex2 = explore_choices(z[order], cost, 0.01, [prompts[i] for i in order], 0.3, sup[order], allowed)
     assert np.array_equal(ch2, ch[order]) and np.array_equal(ex2, ex[order])
     # the exploration hash is not the budget-mixing hash, and a seed changes it
-    from cost_aware_router.budget import prompt_hash
+    from cost_aware_router.decision.budget import prompt_hash
 
     assert not np.allclose(explore_hash(prompts), prompt_hash(prompts))
     assert not np.allclose(explore_hash(prompts, seed=1), explore_hash(prompts))
@@ -219,8 +220,8 @@ def test_replay_reveals_only_the_chosen_score_and_explores_the_requested_share(s
     greedy = start.choices(start.predict_normalised(first), first, Budget())[0]
     assert [r["candidate"] for r in rows[:32]] == [start.names[c] for c in greedy]
     # the router learnt one cell per prompt: exactly the revealed scores
-    N = len(start.predictor.X)
-    Y = new.predictor.Y[N:]
+    N = len(start.predictor.memory.X)
+    Y = new.predictor.memory.Y[N:]
     assert len(Y) == 60 and ((~np.isnan(Y)).sum(axis=1) == 1).all()
     for r, y in zip(rows, Y):
         j = new.names.index(r["candidate"])

@@ -12,11 +12,12 @@ import pytest
 from conftest import DATA, rewrite_router
 
 from cost_aware_router import cli
-from cost_aware_router.budget import Budget
+from cost_aware_router.decision.budget import Budget
+from cost_aware_router.decision.hold import BudgetHolder
 from cost_aware_router.errors import RouterFileError
-from cost_aware_router.hold import BudgetHolder
+from cost_aware_router.memory import knn_mean, row_weights
 from cost_aware_router.online import replay, update_router
-from cost_aware_router.predictors import column_means, knn_mean, memory_row_weights
+from cost_aware_router.predictors import column_means
 from cost_aware_router.router_file import load_router, save_router
 from cost_aware_router.scored import Dataset, load_dataset
 from cost_aware_router.train import train_router
@@ -33,7 +34,7 @@ def test_own_row_difficulty_leaves_fully_scored_predictions_exactly_as_plain():
     mu = column_means(Y)
     D = Y.mean(axis=1) - mu.mean()
     for k in (1, 3, 10, 40):
-        np.testing.assert_allclose(knn_mean(Q @ X.T, Y, k, mu, D, memory_row_weights(Y, 0.25)),
+        np.testing.assert_allclose(knn_mean(Q @ X.T, Y, k, mu, D, row_weights(Y, 0.25)),
                                    knn_mean(Q @ X.T, Y, k, mu), atol=1e-12)
 
 
@@ -89,7 +90,7 @@ def test_relative_memory_is_chosen_when_a_shared_difficulty_decides_who_was_scor
     test = TEST
     assert rep["memory"] == "relative", rep
     assert rep["difference_error_relative"] < rep["difference_error_plain"]
-    assert new.predictor.D is not None and new.predictor.D.shape == (len(new.predictor.X),)
+    assert new.predictor.memory.relative and new.predictor.memory.D.shape == (len(new.predictor.memory.X),)
     assert 0 < new.predictor.params["partial_weight"] <= 1
 
     def errors(r):
@@ -116,12 +117,12 @@ def _without_difficulty(pred):
 def test_plain_memory_is_kept_without_enough_fully_scored_rows(hidden, embedder, tmp_path):
     prompts, X, q = hidden
     full = _table(prompts, q, np.random.default_rng(6))
-    start = np.arange(0, 6)  # fewer than online.MIN_COMPLETE_ROWS
+    start = np.arange(0, 6)  # fewer than memory.MIN_COMPLETE_ROWS
     router = train_router(full.subset(start), embedder, "knn", embeddings=X[start])
     stream = np.arange(6, 100)
     new, rep = update_router(router, [prompts[i] for i in stream], ["a"] * len(stream),
                              [float(full.quality[i, 0]) for i in stream], embeddings=X[stream])
-    assert rep["memory"] == "plain" and new.predictor.D is None
+    assert rep["memory"] == "plain" and not new.predictor.memory.relative
     save_router(new, tmp_path / "plain.safetensors")
     from safetensors import safe_open
 
@@ -143,13 +144,14 @@ def test_relative_memory_saves_and_loads_with_identical_predictions(relative_fil
     new, path = relative_file
     prompts = hidden[0][240:]
     loaded = load_router(path)
-    np.testing.assert_array_equal(loaded.predictor.D, new.predictor.D)
+    np.testing.assert_array_equal(loaded.predictor.memory.D, new.predictor.memory.D)
     assert loaded.predictor.params["partial_weight"] == new.predictor.params["partial_weight"]
     np.testing.assert_allclose(loaded.predict_normalised(prompts), new.predict_normalised(prompts), atol=1e-6)
     # and it keeps learning: the new rows get their difficulty from their nearest rows (k, alpha and the
     # difficulties are chosen again once 5% of the memory is new)
     again, rep = update_router(loaded, prompts[:3], ["a", "b", "c"], [3.0, 3.1, 2.9])
-    assert len(again.predictor.X) == len(loaded.predictor.X) + 3 and rep["memory"] in ("plain", "relative")
+    assert len(again.predictor.memory.X) == len(loaded.predictor.memory.X) + 3
+    assert rep["memory"] in ("plain", "relative")
 
 
 @pytest.mark.parametrize("mutate, message", [

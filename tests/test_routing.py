@@ -4,10 +4,11 @@ from conftest import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cost_aware_router.budget import Budget, calibrate
+from cost_aware_router.decision.budget import Budget, calibrate
+from cost_aware_router.decision.rule import choose
 from cost_aware_router.errors import DataError, RouterError
 from cost_aware_router.evaluate import cross_validate, envelope, evaluate_router
-from cost_aware_router.predictors import PREDICTORS, choose, get_predictor_class
+from cost_aware_router.predictors import PREDICTORS, get_predictor_class
 from cost_aware_router.scored import load_dataset
 from cost_aware_router.train import check_trainable, train_router
 

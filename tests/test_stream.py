@@ -147,7 +147,8 @@ def test_replay_reveals_only_the_chosen_score_and_writes_a_learnt_router(capsys,
     assert learnt.training["online_observations"] == len(rows)
     # the 225 training prompts' rows learn their replayed scores in place (a prompt the memory holds merges
     # into its row: memory.DUPLICATE_SIM); the 75 held-out prompts are new rows
-    assert len(load_router(agiqa_router_file).predictor.X) == 225 and len(learnt.predictor.X) == len(ds.prompts)
+    assert len(load_router(agiqa_router_file).predictor.memory.X) == 225
+    assert len(learnt.predictor.memory.X) == len(ds.prompts)
     assert cli.main(["evaluate", str(out), str(DATA / "agiqa_3k"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["prompts"] == len(ds.prompts)
     before = out.read_bytes()

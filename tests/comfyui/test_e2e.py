@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from cost_aware_router.budget import HOLD
+from cost_aware_router.decision.budget import HOLD
 
 from .harness import (
     REPO,
@@ -115,7 +115,8 @@ def test_example_workflow_runs(comfy, path):
         weights = comfy.root / "models" / "router_weights"
         router = load_router(weights / "my_router_learnt.safetensors")
         assert router.training["online_observations"] == 1
-        assert len(router.predictor.X) == len(load_router(weights / "my_router.safetensors").predictor.X) + 1
+        base = load_router(weights / "my_router.safetensors")
+        assert len(router.predictor.memory.X) == len(base.predictor.memory.X) + 1
     elif path.stem == "6_route_verify_escalate":
         saved = [img for out in outputs.values() for img in out.get("images", []) if img["type"] == "output"]
         assert len(saved) == 1 and saved[0]["filename"].startswith("verified")
@@ -220,7 +221,7 @@ def test_router_feedback_learns_into_its_own_file(comfy):
     weights = comfy.root / "models" / "router_weights"
     router = train_alternating_router(weights, "to_learn.safetensors")
     cands = [("cats", "alt_a.safetensors", 2, 7.0), ("cars", "alt_b.safetensors", 3, 7.0)]
-    base_rows = len(load_router(weights / router).predictor.X)
+    base_rows = len(load_router(weights / router).predictor.memory.X)
     for i in range(3):
         entry = comfy.run(_feedback_graph(cands, router, alternating_prompt(300 + i), "learnt"))
         assert entry["status"]["status_str"] == "success", error_message(entry)
@@ -228,7 +229,7 @@ def test_router_feedback_learns_into_its_own_file(comfy):
         assert re.match(r"learnt: '(cats|cars)' scored [-\d.e+]+ on this prompt; learnt\.safetensors now holds "
                         f"{i + 1} scored generation", report), report
     learnt = load_router(weights / "learnt.safetensors")
-    assert learnt.training["online_observations"] == 3 and len(learnt.predictor.X) == base_rows + 3
+    assert learnt.training["online_observations"] == 3 and len(learnt.predictor.memory.X) == base_rows + 3
     assert load_router(weights / router).training.get("online_observations") is None  # the base is untouched
     # a trained router that holds no feedback is never changed
     before = (weights / router).read_bytes()

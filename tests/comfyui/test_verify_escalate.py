@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from cost_aware_router.budget import HOLD, WEIGHT
+from cost_aware_router.decision.budget import HOLD, WEIGHT
 
 from .harness import (
     ESCALATING_CANDIDATES,
@@ -120,8 +120,8 @@ def test_router_feedback_learns_both_images_of_an_escalated_prompt(comfy, escala
     assert re.match(r"learnt: 'cheap' scored 0\.8 and 'dear' scored 4\.2 on this prompt; "
                     r"escalating_learnt\.safetensors now holds 2 scored generation", report), report
     learnt, base = load_router(weights / "escalating_learnt.safetensors"), load_router(weights / escalating)
-    assert len(learnt.predictor.X) == len(base.predictor.X) + 1  # one memory row holding both cells
-    row = learnt.predictor.Y[-1]
+    assert len(learnt.predictor.memory.X) == len(base.predictor.memory.X) + 1  # one memory row holding both cells
+    row = learnt.predictor.memory.Y[-1]
     z = [(s - base.norm["mean"]) / base.norm["std"] for s in (0.8, 4.2)]
     assert row == pytest.approx(z, abs=1e-4)
     assert learnt.escalates  # the policy travels with the learnt copy

@@ -1,4 +1,4 @@
-"""The decision log's report (``cost-aware-router report``), read as a stream in constant memory.
+"""Log summaries: the decision log's report (``cost-aware-router report``), read as a stream in constant memory.
 
 :func:`summarise_log` reads a log and its rotated parts (oldest first, :func:`decision_log.log_files`)
 one record at a time and :class:`LogSummary` aggregates as it reads, keeping only bounded state,
@@ -284,7 +284,7 @@ class LogSummary:
                 self.folded[name] += 1
 
     def result(self) -> dict:
-        """The report as a plain dict (the keys of :func:`summarise`)."""
+        """The report as a plain dict (the keys of :func:`summarise_records`)."""
         n = self.n
         rows = sorted(self.cands.items(), key=lambda kv: (-kv[1][0], kv[0]))
         candidates = [self._row(name, v) for name, v in rows]
@@ -324,7 +324,7 @@ class LogSummary:
                 "mean_predicted_quality": _div(v[1], v[2]), "mean_cost": _div(v[3], v[4])}
 
 
-def summarise(records, windows: int = 20) -> dict:
+def summarise_records(records, windows: int = 20) -> dict:
     """A plain-dict report of decision-log ``records`` (in file order, i.e. append order).
 
     Keys: ``total`` (records summarised); ``candidates`` (list of ``{candidate, count, share,
@@ -349,7 +349,7 @@ def summarise(records, windows: int = 20) -> dict:
 
 
 def summarise_log(path: str | os.PathLike, windows: int = 20) -> dict:
-    """:func:`summarise` of the log at ``path`` and its rotated parts (oldest first), read as a stream;
+    """:func:`summarise_records` of the log at ``path`` and its rotated parts (oldest first), read as a stream;
     adds ``files`` (the files read) and ``bad_lines`` (lines that were not JSON objects, torn, or
     over the reader's line limit, skipped). A part that vanishes while the report runs (an appender
     rotating the log: ``path`` is missing for a moment) is passed over; a log read during a rotation
@@ -444,7 +444,7 @@ def _skipped(summary: dict) -> list[str]:
 
 
 def format_summary(summary: dict) -> str:
-    """A short human-readable text of :func:`summarise`'s result. Every text that came from the log is
+    """A short human-readable text of :func:`summarise_records`'s result. Every text that came from the log is
     escaped (``storage.text.printable``), so each line of the result is a line the report composed."""
     if not summary["total"]:
         return "\n".join(["Decision log: no decisions.", *_skipped(summary)])
