@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .budget import calibrate, default_budget
+from .decision.budget import calibrate, default_budget
 from .errors import RouterError
 from .router import Router
 

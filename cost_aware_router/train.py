@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .budget import calibrate, default_budget
+from .decision.budget import calibrate, default_budget
 from .cascade import fit_cascade
 from .errors import DataError
 from .predictors import Predictor, get_predictor_class

@@ -4,7 +4,7 @@ tests/data restricted to some of its five candidates."""
 import numpy as np
 import pytest
 
-from cost_aware_router.budget import Budget
+from cost_aware_router.decision.budget import Budget
 from cost_aware_router.errors import RouterError
 from cost_aware_router.subset import restrict
 
