@@ -1,7 +1,7 @@
 """Candidate pools, ComfyUI-free: the candidates a workflow declares, the checkpoints kept loaded for
 them, and the generations a collection sweep still has to run.
 
-The ComfyUI nodes supply only the loading and unloading of a checkpoint (``nodes/shared.py``); the
+The ComfyUI nodes supply only the loading and unloading of a checkpoint (``nodes/state.py``); the
 bookkeeping here is tested without ComfyUI.
 """
 

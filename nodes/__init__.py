@@ -4,7 +4,6 @@ from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 from .candidates import CandidateNode
-from .common import register_folders
 from .export import ExportTableNode
 from .extend import AddCandidateNode, AnchorPromptsNode
 from .feedback import RouterFeedbackNode
@@ -12,6 +11,7 @@ from .measure import MeasureCostsNode
 from .pool import CandidatePoolNode
 from .route import CostAwareRouterNode
 from .save import SaveScoredGenerationNode
+from .schema import register_folders
 from .scorer import QualityScorerNode
 from .sweep import CandidateSweepNode
 from .train import TrainRouterNode

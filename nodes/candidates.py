@@ -7,7 +7,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.pool import candidate_entry, chain_candidates, default_label, describe
-from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Candidates
+from .schema import CATEGORY, KEEP_REPORT, NODE_PREFIX, Candidates
 
 
 class CandidateNode(io.ComfyNode):

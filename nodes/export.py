@@ -10,7 +10,7 @@ from comfy_api.latest import io, ui
 
 from ..cost_aware_router.storage.files import child_dir
 from ..cost_aware_router.tables import PATH_METRIC, PATH_TABLE, TABLES, export_table
-from .common import CATEGORY, NODE_PREFIX
+from .schema import CATEGORY, NODE_PREFIX
 
 DEFAULT_FOLDER = "rating_tables"
 
@@ -18,17 +18,15 @@ DEFAULT_FOLDER = "rating_tables"
 def describe_export(table: str, shown: str, rows: int, written: bool) -> str:
     spec = TABLES[table]
     metrics = list(spec["metrics"])
-    cands = ", ".join(f"{c['name']} ({c['config']['checkpoint']}, {c['cost']:g} s)"
-                      for c in spec["candidates"].values())
     head = (f"wrote {rows} rows of {table} to {shown}" if written
             else f"{shown} already holds {table} ({rows} rows); left as it is")
+    cands = ", ".join(f"{c['name']} {c['cost']:g} s" for c in spec["candidates"].values())
     return (f"{head}\n"
-            f"source: {spec['source']}\n"
             f"candidates: {cands}\n"
-            f"metrics: {', '.join(metrics)} ('score' is {metrics[0]}); train on one of them\n"
-            + (f"{PATH_METRIC} is the scale the Quality Scorer gives with a CLIP ViT-B/32 model (clipscore)"
-               if PATH_METRIC in metrics else "these are human ratings: no scorer in this pack gives them, so "
-                                               "learn from feedback only with a router trained on a scorer's metric"))
+            f"metrics: {metrics[0]} ('score'){''.join(', ' + m for m in metrics[1:])}\n"
+            + (f"{PATH_METRIC}: the Quality Scorer's scale with a CLIP ViT-B/32 model\n" if PATH_METRIC in metrics
+               else "human ratings only: no scorer gives them, so Router Feedback cannot add to them\n")
+            + f"source: {spec['source']}")
 
 
 class ExportTableNode(io.ComfyNode):

@@ -8,8 +8,8 @@ from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.extend import add_candidate_from_dataset, anchor_prompts, describe_addition
 from ..cost_aware_router.router_file import save_router
 from ..cost_aware_router.scored import load_dataset
-from .common import CATEGORY, DATA_FOLDER_TOOLTIP, NODE_PREFIX, find_data_folder, router_input, router_output
-from .shared import get_router
+from .schema import CATEGORY, DATA_FOLDER_TOOLTIP, NODE_PREFIX, find_data_folder, router_input, router_output
+from .state import get_router
 
 FIRST = ("First generate and score the new candidate on the anchor prompts: in the collect_scored_generations "
          "workflow, link Router Anchor Prompts' prompts into Candidate Sweep, keep only the new candidate in the pool, "

@@ -7,8 +7,9 @@ from comfy_api.latest import io, ui
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.online import update_router
 from ..cost_aware_router.router_file import load_router, save_router
-from .common import CATEGORY, NODE_PREFIX, Scored, router_input, router_output
-from .shared import exclusive, get_router
+from ..cost_aware_router.storage.lines import exclusive
+from .schema import CATEGORY, NODE_PREFIX, Scored, router_input, router_output
+from .state import get_router
 
 
 def learn(base_name: str, output_name: str, prompt: str, labels: list[str], scores: list[float]) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from comfy_api.latest import io, ui
 
 import nodes as comfy_nodes
 
-from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool
+from .schema import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool
 
 
 def sample_once(model, clip, vae, cand: dict, width: int, height: int, seed: int = 0) -> None:

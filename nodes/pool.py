@@ -1,6 +1,6 @@
 """Candidate Pool (Loader): keeps the candidates' checkpoints resident across queue runs.
 
-Loaded checkpoints live in one process-wide LRU (``shared.RESIDENT``), so they survive the pool node
+Loaded checkpoints live in one process-wide LRU (``state.RESIDENT``), so they survive the pool node
 being re-run with new settings. Loading goes through ComfyUI's own loader and eviction through its
 model management; nothing moves memory by hand.
 """
@@ -11,8 +11,8 @@ import comfy.utils
 from comfy_api.latest import io, ui
 
 from ..cost_aware_router.pool import CandidatePool
-from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Candidates, Pool
-from .shared import RESIDENT
+from .schema import CATEGORY, KEEP_REPORT, NODE_PREFIX, Candidates, Pool
+from .state import RESIDENT
 
 PRELOAD, ON_FIRST_USE = "preload all", "load on first use"
 

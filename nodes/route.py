@@ -7,8 +7,8 @@ from comfy_api.latest import io, ui
 from ..cost_aware_router.decision.budget import BUDGET_MODES, DEFAULT, HOLD, Budget
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.subset import restrict
-from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool, Routed, generation_outputs, router_input, settings
-from .shared import RoutedPrompt, all_router_labels, get_router, log_decision, route_held, router_stamp
+from .schema import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool, Routed, generation_outputs, router_input, settings
+from .state import RoutedPrompt, all_router_labels, get_router, log_decision, route_held, router_stamp
 
 NO_FORCE = "(none)"
 # what the main node is found by in the node search (the frontend matches these besides the display name)
@@ -21,13 +21,6 @@ def force_options() -> list[str]:
     node definitions load; press R in the frontend after a new router is written). Which of them the chosen
     router and pool hold is checked when the node runs."""
     return [NO_FORCE, *all_router_labels()]
-
-
-def show_on_node(text: str) -> ui.PreviewText:
-    """The decision as the node's ui text. web/cost_aware_router.js draws it in a fixed-size box on the
-    node (so the node is as large before a run as after) and keeps it in the node's properties for
-    later page sessions; ``has_intermediate_output`` makes ComfyUI re-send it on a cached re-run."""
-    return ui.PreviewText(text)
 
 
 class CostAwareRouterNode(io.ComfyNode):
@@ -131,7 +124,7 @@ class CostAwareRouterNode(io.ComfyNode):
         routed = RoutedPrompt(router, r, pool, prompt, budget, decision, budget_mode == HOLD,
                               bool(verify_and_escalate), bool(log_decisions))
         return io.NodeOutput(model, clip, vae, *settings(pool.candidates[decision.candidate]), decision.candidate,
-                             text, routed, ui=show_on_node(text))
+                             text, routed, ui=ui.PreviewText(text))
 
 
 def check_forced(force: str, router_name: str, router_labels: list[str], pool_labels: list[str]) -> None:

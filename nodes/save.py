@@ -11,7 +11,7 @@ from comfy_api.latest import io, ui
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.scored import generation_record, png_bytes, record_text_chunk
 from ..cost_aware_router.scored.store import open_store, store_folder
-from .common import CATEGORY, NODE_PREFIX, Job
+from .schema import CATEGORY, NODE_PREFIX, Job
 
 
 class SaveScoredGenerationNode(io.ComfyNode):

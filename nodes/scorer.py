@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.scoring import SCORERS, get_scorer
-from .common import CATEGORY, NODE_PREFIX, scorer_folder, scorer_models, scorer_path
+from .schema import CATEGORY, NODE_PREFIX, scorer_folder, scorer_models, scorer_path
 
 # the one choice when models/clip_scorers holds no CLIP model: it says where to put one
 NO_SCORER = "(none: put a CLIP model folder in models/clip_scorers)"

@@ -13,7 +13,7 @@ from ..cost_aware_router.scored import JSONL_NAME
 from ..cost_aware_router.scored.store import open_store, store_folder
 from ..cost_aware_router.storage.files import child_dir, resolve_under
 from ..cost_aware_router.storage.prompts import read_prompts, split_prompts
-from .common import CATEGORY, NODE_PREFIX, Job, Pool, SamplerName, SchedulerName
+from .schema import CATEGORY, NODE_PREFIX, Job, Pool, SamplerName, SchedulerName
 
 
 def sweep_prompts(text: str, prompts_file: str) -> list[str]:

@@ -13,7 +13,7 @@ from ..cost_aware_router.predictors import PREDICTORS
 from ..cost_aware_router.scored import load_dataset
 from ..cost_aware_router.train import DEFAULT_PREDICTOR, PROGRESS_TOTAL
 from ..cost_aware_router.train_run import train_and_save
-from .common import CATEGORY, DATA_FOLDER_TOOLTIP, NODE_PREFIX, find_data_folder, router_output
+from .schema import CATEGORY, DATA_FOLDER_TOOLTIP, NODE_PREFIX, find_data_folder, router_output
 
 FIRST = ("First make one: run the 2_collect_scored_generations workflow (it saves into output/scored_generations), "
          "or write a public rating table with the Export Rating Table node (the 3_train_router workflow links it "

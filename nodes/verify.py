@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..cost_aware_router.errors import RouterError
-from .common import CATEGORY, KEEP_REPORT, NODE_PREFIX, Escalation, Routed, Scored, generation_outputs, settings
-from .route import show_on_node
-from .shared import RoutedPrompt, log_decision, route_held
+from .schema import CATEGORY, KEEP_REPORT, NODE_PREFIX, Escalation, Routed, Scored, generation_outputs, settings
+from .state import RoutedPrompt, log_decision, route_held
 
 FIRST_SEED, DEAR_SEED = 0, 1  # how the policy tells a prompt's images apart: the routed one, then the escalation's
 
@@ -123,7 +122,7 @@ class EscalationPlanNode(io.ComfyNode):
         text = "\n".join(lines)
         decision = EscalationDecision(routed, first, score, nxt is not None, target, words, warnings)
         return io.NodeOutput(model, clip, vae, *settings(cand), target, nxt is not None, decision, text,
-                             ui=show_on_node(text))
+                             ui=ui.PreviewText(text))
 
 
 class VerifyEscalateNode(io.ComfyNode):
@@ -171,7 +170,7 @@ class VerifyEscalateNode(io.ComfyNode):
             text = "\n".join([*e.warnings, f"delivered '{e.first}' (the first image, score {e.first_score:.4g}): not "
                                             "escalated", e.words])
             scored = ScoredImages(e.routed.prompt, [e.first], [e.first_score])
-            return io.NodeOutput(first_image, e.first, e.first_score, scored, text, ui=show_on_node(text))
+            return io.NodeOutput(first_image, e.first, e.first_score, scored, text, ui=ui.PreviewText(text))
         if dear_image is None or dear_score is None:
             raise RouterError("Verify and Escalate: Escalation Plan escalated, but dear_image or dear_score gave "
                               "nothing; link the second KSampler's decoded image and its score")
@@ -189,4 +188,4 @@ class VerifyEscalateNode(io.ComfyNode):
                           f"delivered '{label}' ({which}, score {score:.4g}; '{other[0]}' scored {other[1]:.4g})",
                           e.words, f"of the two: {why}"])
         scored = ScoredImages(e.routed.prompt, [e.first, e.target], [e.first_score, dear])
-        return io.NodeOutput(first_image if first else dear_image, label, score, scored, text, ui=show_on_node(text))
+        return io.NodeOutput(first_image if first else dear_image, label, score, scored, text, ui=ui.PreviewText(text))

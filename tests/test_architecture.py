@@ -72,19 +72,89 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_core_import_graph_has_no_cycle():
-    assert "router" in GRAPH and "budget" in GRAPH["router"]  # the graph was really read
+    assert "router" in GRAPH and "decision.budget" in GRAPH["router"]  # the graph was really read
     assert _cycle(GRAPH) is None, " -> ".join(_cycle(GRAPH))
 
 
-def test_layers():
-    """Embedder, predictors and budgets sit below the router; the router below train, evaluate and
-    extend; the CLI on top."""
-    below_router = {"embed", "predictors", "budget", "reference", "added", "validate", "errors", "cascade"}
-    for low in below_router:
-        assert not GRAPH[low] & {"router", "router_file", "train", "evaluate", "extend", "cli"}, low
-    for mid in ("router", "router_file"):
-        assert not GRAPH[mid] & {"train", "evaluate", "extend", "cli", "plots"}, mid
+# The layer table of docs/architecture.md: a module imports only from its own layer or the layers below.
+LAYERS = {
+    1: {"__init__", "errors", "validate", "significance", "decision", "decision.rule",
+        "storage", "storage.text", "storage.files", "storage.lines", "storage.prompts"},
+    2: {"embed", "predictors", "memory", "added", "reference", "cascade", "decision.budget", "decision.hold",
+        "decision.hold_state", "decision.explore", "decision.loop"},
+    3: {"router", "explain"},
+    4: {"router_file", "scored", "scored.record", "scored.png", "scored.dataset", "scored.store", "train",
+        "train_run", "extend", "evaluate", "plots", "tables", "subset", "pool", "collect", "scoring",
+        "decision_log", "report", "online"},
+    5: {"cli", "__main__"},
+}
+NODE_LAYERS = {  # nodes/: every node file builds on schema and state only (one concern per file)
+    1: {"schema"},
+    2: {"state"},
+    3: {"candidates", "export", "extend", "feedback", "measure", "pool", "route", "save", "scorer", "sweep",
+        "train", "verify"},
+    4: {"__init__"},
+}
+NODES = ROOT / "nodes"
+
+
+def _layer_of(table: dict[int, set[str]]) -> dict[str, int]:
+    return {m: n for n, mods in table.items() for m in mods}
+
+
+def _node_imports(path: Path) -> tuple[set[str], set[str], list[str]]:
+    """(sibling node modules, core modules, aliases ComfyUI's own ``nodes`` module is imported as)."""
+    siblings, core, comfy = set(), set(), []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            comfy += [a.asname or a.name for a in node.names if a.name == "nodes"]
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 1:
+                siblings.update([mod] if mod else [a.name for a in node.names])
+            elif node.level == 2 and mod.startswith("cost_aware_router"):
+                target = mod.removeprefix("cost_aware_router").lstrip(".")
+                core.update(n for n in [target] + [f"{target}.{a.name}" for a in node.names] if n in MODULES)
+            elif node.level == 0 and mod == "nodes":
+                comfy.append("from nodes import")
+    return siblings, core, comfy
+
+
+def test_every_core_module_has_one_layer_and_imports_only_below():
+    layer = _layer_of(LAYERS)
+    assert sum(len(m) for m in LAYERS.values()) == len(layer), "a module is in two layers"
+    assert set(layer) == MODULES, f"not in the table: {MODULES - set(layer)}; gone: {set(layer) - MODULES}"
+    for mod, deps in GRAPH.items():
+        above = {d for d in deps if layer[d] > layer[mod]}
+        assert not above, f"{mod} (layer {layer[mod]}) imports {above} from a layer above"
     assert [m for m, deps in GRAPH.items() if "cli" in deps] == ["__main__"]
+
+
+def test_every_node_module_has_one_layer_and_imports_only_below():
+    layer = _layer_of(NODE_LAYERS)
+    found = {p.stem for p in NODES.glob("*.py")}
+    assert set(layer) == found, f"not in the table: {found - set(layer)}; gone: {set(layer) - found}"
+    aliases = {}
+    for path in NODES.glob("*.py"):
+        siblings, core, comfy = _node_imports(path)
+        unknown = siblings - found
+        assert not unknown, f"nodes/{path.name} imports {unknown}"
+        above = {s for s in siblings if layer[s] >= layer[path.stem] and path.stem != "__init__"}
+        assert not above, f"nodes/{path.name} imports {above}: node files share only schema and state"
+        assert core <= MODULES
+        if comfy:
+            aliases[path.name] = comfy
+    # ComfyUI's own ``nodes`` module (same name as this folder) is imported in one place under one alias
+    assert list(aliases.values()) == [["comfy_nodes"]], aliases
+
+
+def test_the_docs_diagram_is_the_layer_table():
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    found: dict[str, dict[int, set[str]]] = {"core": {}, "nodes": {}}
+    for part, n, names in re.findall(r"^\s*(core|nodes) layer (\d) +│ (.+)$", text, flags=re.M):
+        found[part].setdefault(int(n), set()).update(names.split())
+    assert found["core"] == LAYERS
+    assert found["nodes"] == NODE_LAYERS
 
 
 def test_router_holds_no_file_format_or_budget_code():

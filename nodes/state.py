@@ -1,4 +1,5 @@
-"""State the nodes share: loaded router files, resident checkpoints, held budgets, the decision log.
+"""Process-wide state the nodes share across queue runs: loaded router files, resident checkpoints,
+held budgets, the decision log.
 
 Routers and checkpoints live for the life of the ComfyUI process, so queue runs reuse them (the
 bookkeeping is the core's ``cost_aware_router.pool``; this module supplies ComfyUI's loader and model
@@ -33,7 +34,7 @@ from ..cost_aware_router.router import Decision, Router
 from ..cost_aware_router.router_file import MAX_HEADER_BYTES, load_router
 from ..cost_aware_router.storage.files import child_dir, open_regular
 from ..cost_aware_router.storage.lines import exclusive
-from .common import FOLDER, router_files
+from .schema import FOLDER, router_files
 
 log = logging.getLogger("cost_aware_router")
 

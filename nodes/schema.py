@@ -1,4 +1,7 @@
-"""Shared pieces of the nodes: custom types, the router_weights model folder, allowed data roots."""
+"""What node schemas are built from: the pack's custom socket types, the inputs and outputs several
+nodes share (router file, generation outputs, KSampler settings), and the folders they name (the
+router_weights model folder, the CLIP scorer folder, the allowed data roots). No state lives here:
+process-wide state is in ``state.py``."""
 
 from __future__ import annotations
 
