@@ -45,9 +45,9 @@ import numpy as np  # noqa: E402
 from run_all import machine  # noqa: E402
 
 from cost_aware_router.decision.budget import Budget  # noqa: E402
+from cost_aware_router.decision.hold import BudgetHolder  # noqa: E402
 from cost_aware_router.embed import get_embedder  # noqa: E402
 from cost_aware_router.evaluate import evaluate_router  # noqa: E402
-from cost_aware_router.decision.hold import BudgetHolder  # noqa: E402
 from cost_aware_router.online import replay  # noqa: E402
 from cost_aware_router.plots import plot_curves, save_plot  # noqa: E402
 from cost_aware_router.predictors import kfold  # noqa: E402

@@ -14,7 +14,7 @@ even with an empty prompt is refused. Non-finite floats (NaN, +-inf) are written
 
 A log is rotated by size (:data:`MAX_LOG_BYTES`; :data:`ROTATED_FILES` older parts are kept) under
 the same lock, so it never grows without bound. :func:`iter_log` reads one file as a stream;
-:mod:`log_report` summarises a log and its rotated parts in constant memory.
+:mod:`report` summarises a log and its rotated parts in constant memory.
 """
 
 from __future__ import annotations
@@ -299,7 +299,7 @@ def iter_log(path: str | os.PathLike, bad: list[int] | None = None, skip_bad: bo
 
 def read_log(path: str | os.PathLike, skip_bad: bool = True) -> tuple[list[dict], int]:
     """Read a whole decision log into memory: ``(records, bad_count)`` (see :func:`iter_log`; the
-    report streams instead, :func:`log_report.summarise_log`)."""
+    report streams instead, :func:`report.summarise_log`)."""
     bad = [0]
     records = list(iter_log(path, bad, skip_bad))
     return records, bad[0]

@@ -49,7 +49,7 @@ Candidates added from anchor scores (``router.added``) are left as they are. The
 (out-of-distribution fallback, anchors) is kept as it is.
 
 ``replay`` simulates a stream of routed generations from a fully scored table, revealing only the
-chosen candidate's score, with a share of deliberate exploration (``explore.py``) and optionally a
+chosen candidate's score, with a share of deliberate exploration (``decision/explore.py``) and optionally a
 held budget (``hold.BudgetHolder``).
 """
 

@@ -389,7 +389,7 @@ def _share_panel(cv: _Canvas, candidates: list[dict], left: float, right: float,
 
 
 def plot_log_summary(summary: dict, title: str = "", width: int = 720, height: int = 480):
-    """A Pillow image of :func:`log_report.summarise`'s result: top, the cumulative mean cost per image
+    """A Pillow image of :func:`report.summarise_log`'s result: top, the cumulative mean cost per image
     over the decisions (with the per-window mean and a dashed line per target); bottom, each
     candidate's share of the decisions as horizontal bars. White background, legend. Any numbers
     (non-finite ones are left out) and any names (escaped, cut in time linear in their length)."""

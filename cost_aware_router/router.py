@@ -1,7 +1,7 @@
 """The router: predict every candidate's quality for a prompt, fall back toward the averages for
 prompts unlike the training prompts, choose under a budget, explain the choice.
 
-The choice for a prompt is ``argmax_c  q_c(prompt) - lam * cost_c`` (``budget.py`` says how a budget
+The choice for a prompt is ``argmax_c  q_c(prompt) - lam * cost_c`` (``decision/budget.py`` says how a budget
 becomes ``lam``); ``q`` is predicted quality in normalised units (z-scores of the training metric).
 Reading and writing router files is ``router_file.py``.
 """
@@ -217,7 +217,7 @@ class Router:
         order and the holder sets each prompt's cost weight from the realised average cost so far,
         so a target average cost holds on any stream (the same prompt may route differently later).
         ``explore``: a stable, hash-chosen share of prompts (salted by ``seed``) goes to the least
-        supported non-greedy candidate (``explore.py``); a held budget counts what that spends.
+        supported non-greedy candidate (``decision/explore.py``); a held budget counts what that spends.
         ``observed`` ({prompt: [(candidate index, seed, score), ...]}): verify and escalate
         (``cascade.py``): each decision gets ``next`` (generate) or ``deliver`` (an observed image), the
         budget is read off the curve that counts escalations, and a held budget counts each escalation;

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .decision.budget import calibrate, default_budget
 from .cascade import fit_cascade
+from .decision.budget import calibrate, default_budget
 from .errors import DataError
 from .predictors import Predictor, get_predictor_class
 from .reference import Reference

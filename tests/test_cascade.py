@@ -9,8 +9,8 @@ import pytest
 from conftest import DATA, cli_error, rewrite_router, route_json
 
 from cost_aware_router import cli
-from cost_aware_router.decision.budget import Budget
 from cost_aware_router.cascade import MIN_COMPLETE, expected_improvement
+from cost_aware_router.decision.budget import Budget
 from cost_aware_router.decision.hold import BudgetHolder
 from cost_aware_router.router_file import load_router, save_router
 from cost_aware_router.scored import aggregate, read_records

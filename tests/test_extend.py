@@ -9,10 +9,10 @@ import pytest
 from conftest import DATA, rewrite_router, run_cli, write_rows
 
 from cost_aware_router.decision.budget import Budget
+from cost_aware_router.decision.rule import choose
 from cost_aware_router.errors import DataError, RouterError, RouterFileError
 from cost_aware_router.evaluate import evaluate_router
 from cost_aware_router.extend import add_candidate, add_candidate_from_dataset, anchor_prompts
-from cost_aware_router.decision.rule import choose
 from cost_aware_router.router_file import load_router, save_router
 from cost_aware_router.train import train_router
 

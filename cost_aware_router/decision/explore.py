@@ -59,7 +59,7 @@ def least_supported(z_row: np.ndarray, cost: np.ndarray, lam: float, support_row
 
 def explore_choices(z: np.ndarray, cost: np.ndarray, lams, prompts: list[str], share: float, support: np.ndarray,
                     allowed: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy choices (``predictors.choose``) except for the explored prompts, which go to
+    """Greedy choices (``rule.choose``) except for the explored prompts, which go to
     ``least_supported``. Returns (choices, explored mask); a prompt with no other allowed candidate
     is not explored."""
     z = np.asarray(z, dtype=np.float64)
