@@ -45,7 +45,7 @@ def test_costs_timed_on_this_machine_are_said_to_be(agiqa_router):
     assert np.isfinite(agiqa_router.cost).all()
 
 
-# -- the README's example: the route_and_generate template's prompt at its 3 s target ------------------------
+# -- the README's example: the 1_route_and_generate template's prompt at its 3 s target ------------------------
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEMPLATE_PROMPT = "a cozy cabin in a snowy forest at dusk, warm light in the windows, detailed illustration"
 JARGON = re.compile(r"standard deviation|standard unit|λ|lambda|cost weight|distance|from \d\.\d+ and are replaced",
@@ -86,7 +86,7 @@ def test_readme_example_at_3s_is_plain_before_its_details_and_agrees_with_the_re
     for r in rows:
         assert 0 <= float(r.split()[2]) <= 5  # MOS is 0-5, not standard units
     readme = _readme_table()
-    cost3, quality3 = readme["target 3 s/image (the `route_and_generate` template)"]
+    cost3, quality3 = readme["target 3 s/image (the `1_route_and_generate` template)"]
     m = re.search(r"this averages ([0-9.]+) s/image for an average mos_quality of ([0-9.]+)", plain)
     assert m and float(m.group(1)) == pytest.approx(cost3) and round(float(m.group(2)), 2) == quality3
 
