@@ -25,11 +25,11 @@ def test_force_candidate_offers_the_routers_labels_and_is_checked(comfy):
     assert entry["status"]["status_str"] == "success", error_message(entry)
     assert texts(entry, "route")[0].startswith("chose 'cats'") and "budget: always 'cats'" in texts(entry, "route")[0]
 
-    graph["route"]["inputs"]["force_candidate"] = "dogs"  # no router has it: refused before anything runs
+    graph["route"]["inputs"]["force_candidate"] = "no router has this label"  # refused before anything runs
     status, body = comfy.post("/prompt", {"prompt": graph, "client_id": "ux"})
     assert status == 400
     details = str(body["node_errors"]["route"]["errors"])
-    assert "'dogs' is not a candidate of any router file" in details and "cats, cars" in details
+    assert "'no router has this label' is not a candidate of any router file" in details and "cats, cars" in details
 
     graph["route"]["inputs"]["force_candidate"] = "sd15-10"  # another router's label: named at run time
     entry = comfy.run(graph)

@@ -40,7 +40,7 @@ def _collection(comfy: Comfy, workflow: dict, worker: int, workers: int, folder:
 def test_two_sweep_workers_split_one_collection_and_write_every_row_once(comfy, tmp_path_factory, monkeypatch):
     from cost_aware_router.pool import sweep_jobs
 
-    workflow = json.loads((REPO / "example_workflows" / "collect_scored_generations.json").read_text())
+    workflow = json.loads((REPO / "example_workflows" / "2_collect_scored_generations.json").read_text())
     candidates = {n["widgets_values"][0]: {"steps": min(n["widgets_values"][2], MAX_STEPS)} for n in workflow["nodes"]
                   if n["type"] == "CostAwareRouter.Candidate"}
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two servers on a small CPU machine
@@ -71,6 +71,6 @@ def test_two_sweep_workers_split_one_collection_and_write_every_row_once(comfy, 
 
 
 def test_worker_number_out_of_range_is_an_error(comfy):
-    workflow = json.loads((REPO / "example_workflows" / "collect_scored_generations.json").read_text())
+    workflow = json.loads((REPO / "example_workflows" / "2_collect_scored_generations.json").read_text())
     entry = comfy.run(_collection(comfy, workflow, 3, 2, "bad_worker"))
     assert entry["status"]["status_str"] == "error" and "worker 3 of 2" in error_message(entry)
