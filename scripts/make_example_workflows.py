@@ -58,7 +58,7 @@ SIZE = {
     "scorer": (360, 150),
     "save_scored": (400, 480),
     "train": (440, 420),
-    "export": (560, 250),
+    "export": (560, 260),
     "preview_image": (560, 420),
     "anchors": (560, 290),
     "add": (560, 350),

@@ -223,6 +223,21 @@ async function main() {
       const d = cards?.closest('[role="dialog"]')?.getBoundingClientRect();
       return d ? {x: d.left, y: d.top, width: d.width, height: d.height} : null;
     });
+    await page.screenshot({path: path.join(OUT, "template_browser_default_order.png"),
+      ...(dialog ? {clip: dialog} : {})});
+    await page.keyboard.press("Escape");
+    await sleep(500);
+    // ComfyUI lists a pack's templates in the server's directory order; Sort: Alphabetical (the setting behind
+    // the browser's sort menu) lists the numbered names in the path's order, as the README says
+    results.sort_setting = await page.evaluate(async () => {
+      try {
+        await window.app.extensionManager.setting.set("Comfy.Templates.SortBy", "alphabetical");
+        return window.app.extensionManager.setting.get("Comfy.Templates.SortBy");
+      } catch (e) { return `not set: ${e}`; }
+    });
+    await openOurTemplates(page);
+    results.cards_sorted = await page.evaluate(() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')]
+      .map((c) => c.dataset.testid.replace("template-workflow-", "")));
     await page.screenshot({path: path.join(OUT, "template_browser.png"), ...(dialog ? {clip: dialog} : {})});
     await page.keyboard.press("Escape");
     await sleep(500);
