@@ -8,7 +8,16 @@ from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.extend import add_candidate_from_dataset, anchor_prompts, describe_addition
 from ..cost_aware_router.router_file import save_router
 from ..cost_aware_router.scored import load_dataset
-from .schema import CATEGORY, DATA_FOLDER_TOOLTIP, NODE_PREFIX, find_data_folder, router_input, router_output
+from .schema import (
+    CATEGORY,
+    DATA_FOLDER_TOOLTIP,
+    NODE_PREFIX,
+    find_data_folder,
+    router_input,
+    router_name_output,
+    router_output,
+    router_save_inputs,
+)
 from .state import get_router
 
 FIRST = ("First generate and score the new candidate on the anchor prompts: in the collect_scored_generations "
@@ -66,14 +75,10 @@ class AddCandidateNode(io.ComfyNode):
                                         "trained on."),
                 io.Float.Input("cost", default=-1.0, min=-1.0, max=100000.0, step=0.01,
                                tooltip="Seconds per image; -1 = the mean measured cost in the folder."),
-                io.String.Input("output_name", default="my_router_plus",
-                                tooltip="File name to save in models/router_weights ('.safetensors' is added)."),
-                io.Boolean.Input("overwrite", default=False,
-                                 tooltip="Replace an existing router file of the same name."),
+                *router_save_inputs("my_router_plus"),
             ],
             outputs=[
-                io.String.Output("router_name",
-                                 tooltip="Name of the saved router file, for the Cost-Aware Router node."),
+                router_name_output(),
                 io.String.Output("report", tooltip="How the candidate was added."),
             ],
         )

@@ -120,6 +120,17 @@ def save_dir() -> Path:
     return d
 
 
+def router_save_inputs(default_name: str) -> list:
+    """The two inputs of a node that writes a new router file: its name and whether to replace one."""
+    return [io.String.Input("output_name", default=default_name,
+                            tooltip="File name to save in models/router_weights ('.safetensors' is added)."),
+            io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing router file of the same name.")]
+
+
+def router_name_output() -> io.String.Output:
+    return io.String.Output("router_name", tooltip="Name of the saved router file, for the Cost-Aware Router node.")
+
+
 def router_output(output_name: str, overwrite: bool) -> Path:
     """Where a node saves a router: ``output_name`` inside the save folder, refused if it exists
     unless ``overwrite``."""

@@ -13,7 +13,15 @@ from ..cost_aware_router.predictors import PREDICTORS
 from ..cost_aware_router.scored import load_dataset
 from ..cost_aware_router.train import DEFAULT_PREDICTOR, PROGRESS_TOTAL
 from ..cost_aware_router.train_run import train_and_save
-from .schema import CATEGORY, DATA_FOLDER_TOOLTIP, NODE_PREFIX, find_data_folder, router_output
+from .schema import (
+    CATEGORY,
+    DATA_FOLDER_TOOLTIP,
+    NODE_PREFIX,
+    find_data_folder,
+    router_name_output,
+    router_output,
+    router_save_inputs,
+)
 
 FIRST = ("First make one: run the 2_collect_scored_generations workflow (it saves into output/scored_generations), "
          "or write a public rating table with the Export Rating Table node (the 3_train_router workflow links it "
@@ -43,16 +51,12 @@ class TrainRouterNode(io.ComfyNode):
                                        "Hyper-parameters are chosen by cross-validation."),
                 io.String.Input("metric", default="score",
                                 tooltip="'score', or the name of one of the rows' 'scores' metrics."),
-                io.String.Input("output_name", default="my_router",
-                                tooltip="File name to save in models/router_weights ('.safetensors' is added)."),
-                io.Boolean.Input("overwrite", default=False,
-                                 tooltip="Replace an existing router file of the same name."),
+                *router_save_inputs("my_router"),
                 io.Boolean.Input("skip_bad_rows", default=False,
                                  tooltip="Skip malformed rows (the report counts them) instead of stopping."),
             ],
             outputs=[
-                io.String.Output("router_name",
-                                 tooltip="Name of the saved router file, for the Cost-Aware Router node."),
+                router_name_output(),
                 io.String.Output("report", tooltip="What was trained and how well."),
                 io.Image.Output("deferral_curve",
                                 tooltip="Cost vs quality of the router (out-of-fold), each candidate and the oracle."),
