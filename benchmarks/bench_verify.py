@@ -116,7 +116,7 @@ def plot(results: list[dict], path) -> None:
                  ("verify+escalate", hy[0], hy[1], (220, 60, 40), 2)]
         same = r["routing_points_seed0"] == r["hybrid_points_seed0"]
         title = f"{r['table']}, scorer: {r['scorer']}" + (" (escalation off: the curves coincide)" if same else "")
-        panels.append(plot_curves(lines, (), title, size=(620, 400)))
+        panels.append(plot_curves(lines, (), title, size=(620, 400), ylabel=f"mean {r['metric']} (human)"))
     if not panels:
         return
     img = Image.new("RGB", (sum(p.width for p in panels), max(p.height for p in panels)), "white")
