@@ -193,3 +193,13 @@ def test_storage_is_the_base_layer():
     for m in storage:
         assert all(d in {"errors", "validate"} or d.startswith("storage") for d in GRAPH[m]), (m, GRAPH[m])
     assert "fileutil" not in MODULES
+
+
+def test_no_product_function_is_over_80_lines():
+    """Long functions hide what they do (issue 21): the core and the nodes keep every function readable."""
+    long = []
+    for f in list(CORE.rglob("*.py")) + list(NODES.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long
