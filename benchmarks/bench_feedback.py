@@ -1,4 +1,4 @@
-"""What one Router Feedback update costs as the learnt router's memory grows.
+"""What one Learn from Scores update costs as the learnt router's memory grows.
 
     python benchmarks/bench_feedback.py [--sizes 1000 8000 32000 32768 100000] [--runs 5]
 
@@ -6,7 +6,7 @@ For each memory size N, a learnt kNN router is built and saved: 300 fully scored
 N - 300 rows learnt from bandit feedback (one scored candidate each), a relative memory (row
 difficulties, ``knn_d``) with its probes (``memory.py``), 5 candidates, 384-d embeddings drawn
 around 2,000 random topics (so prompts have near neighbours, as real ones do). Then, in a fresh
-process (so its peak resident memory is the update's, not the setup's), what the Router Feedback
+process (so its peak resident memory is the update's, not the setup's), what the Learn from Scores
 node does for one scored image, ``runs`` times from the same file:
 
 * ``load``: ``router_file.load_router`` of the learnt file;

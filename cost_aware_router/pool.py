@@ -21,9 +21,9 @@ def candidate_entry(label: str, checkpoint: str, steps: int, cfg: float, sampler
     """One candidate as the nodes pass it on; a cost of 0 means "the router file's cost"."""
     label = str(label).strip()
     if not label:
-        raise RouterError("Router Candidate: label is empty")
+        raise RouterError("Candidate Setup: label is empty")
     if not checkpoint:
-        raise RouterError(f"Router Candidate '{label}': no checkpoint chosen")
+        raise RouterError(f"Candidate Setup '{label}': no checkpoint chosen")
     cost = finite(cost, f"cost of '{label}'", minimum=0.0)
     return {"label": label, "checkpoint": checkpoint, "steps": int(steps), "cfg": finite(cfg, "cfg", minimum=0.0),
             "sampler": sampler, "scheduler": scheduler, "cost": cost or None}
@@ -33,12 +33,12 @@ def chain_candidates(chain: list[dict] | None, entry: dict) -> list[dict]:
     """The chain of candidates so far with ``entry`` appended; a label may appear once."""
     chain = list(chain or [])
     if any(c["label"] == entry["label"] for c in chain):
-        raise RouterError(f"Router Candidate: label '{entry['label']}' is used twice in the chain")
+        raise RouterError(f"Candidate Setup: label '{entry['label']}' is used twice in the chain")
     return chain + [entry]
 
 
 def default_label(checkpoint: str, steps: int, cfg: float, sampler: str, scheduler: str = "normal") -> str:
-    """A label that says what a candidate is, for a Router Candidate left without one: the checkpoint's
+    """A label that says what a candidate is, for a Candidate Setup left without one: the checkpoint's
     file stem, steps, cfg and sampler (and the scheduler when it is not ``normal``), e.g.
     ``v1-5-pruned-emaonly-20steps-cfg7-euler``. Settings that differ give different labels."""
     stem = str(checkpoint).replace("\\", "/").rsplit("/", 1)[-1]

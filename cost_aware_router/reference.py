@@ -10,7 +10,7 @@ It serves three things:
   candidate that is best on average for the budget.
 * **anchor prompts** -- a representative subset (one prompt per spherical k-means cluster) for
   which a new candidate can be scored and added without retraining (``extend.py``). The shipped
-  router's anchors are shown in public demos (the Router Anchor Prompts node, ``cost-aware-router
+  router's anchors are shown in public demos (the Anchor Prompts node, ``cost-aware-router
   anchors``, the add_candidate example workflow), so ``scripts/build_default_router.py`` chooses
   them with ``Reference.with_demo_safe_anchors``: each cluster is represented by its nearest prompt
   that is fit for a public demo (``demo_safe``: no prompt that names a real person or mentions

@@ -15,7 +15,8 @@ class CandidateNode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id=f"{NODE_PREFIX}.Candidate",
-            display_name="Router Candidate",
+            display_name="Candidate Setup (checkpoint + settings)",
+            search_aliases=["router candidate"],  # its name before; see SEARCH_ALIASES in route.py
             category=CATEGORY,
             description="Declares one candidate the router may choose: a checkpoint with its sampling settings. "
                         "Chain several into a Candidate Pool; several may share a checkpoint at different step counts.",
@@ -38,7 +39,7 @@ class CandidateNode(io.ComfyNode):
                 io.Float.Input("cost", default=0.0, min=0.0, max=100000.0, step=0.01,
                                tooltip="Seconds per image on your machine. 0 = the router file's cost."),
                 Candidates.Input("candidates", optional=True,
-                                 tooltip="Candidates declared so far (chain Router Candidate nodes)."),
+                                 tooltip="Candidates declared so far (chain Candidate Setup nodes)."),
             ],
             outputs=[Candidates.Output("candidates", tooltip="The chain of candidates including this one.")],
         )

@@ -25,7 +25,7 @@ def describe_export(table: str, shown: str, rows: int, written: bool) -> str:
             f"candidates: {cands}\n"
             f"metrics: {metrics[0]} ('score'){''.join(', ' + m for m in metrics[1:])}\n"
             + (f"{PATH_METRIC}: the Quality Scorer's scale with a CLIP ViT-B/32 model\n" if PATH_METRIC in metrics
-               else "human ratings only: no scorer gives them, so Router Feedback cannot add to them\n")
+               else "human ratings only: no scorer gives them, so Learn from Scores cannot add to them\n")
             + f"source: {spec['source']}")
 
 

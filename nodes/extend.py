@@ -21,7 +21,7 @@ from .schema import (
 from .state import get_router
 
 FIRST = ("First generate and score the new candidate on the anchor prompts: in the collect_scored_generations "
-         "workflow, link Router Anchor Prompts' prompts into Candidate Sweep, keep only the new candidate in the pool, "
+         "workflow, link Anchor Prompts' prompts into Candidate Sweep, keep only the new candidate in the pool, "
          "score in the router's metric and save into a folder of this name.")
 
 
@@ -30,7 +30,8 @@ class AnchorPromptsNode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id=f"{NODE_PREFIX}.AnchorPrompts",
-            display_name="Router Anchor Prompts",
+            display_name="Anchor Prompts (to add a candidate)",
+            search_aliases=["router anchor prompts"],  # its name before; see SEARCH_ALIASES in route.py
             category=CATEGORY,
             description="The representative prompts a router keeps for adding a candidate without retraining. "
                         "Generate and score the new candidate on them (Candidate Sweep -> ... -> Save Scored "

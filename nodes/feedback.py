@@ -1,4 +1,4 @@
-"""Router Feedback: learn from a scored routed generation (bandit feedback) into a router file."""
+"""Learn from Scores: learn from a scored routed generation (bandit feedback) into a router file."""
 
 from __future__ import annotations
 
@@ -18,18 +18,18 @@ def learn(base_name: str, output_name: str, prompt: str, labels: list[str], scor
     returns (saved file name, report). Two queue items (or two ComfyUI workers) finishing together
     take turns on the file."""
     if not str(prompt).strip():
-        raise RouterError("Router Feedback: the prompt is empty")
+        raise RouterError("Learn from Scores: the prompt is empty")
     labels, scores = [str(lb).strip() for lb in labels], [float(s) for s in scores]
     out = router_output(output_name, overwrite=True)
     with exclusive(out.with_name(f".{out.name}.lock")):
         if out.exists():
             current = load_router(out)
             if "online_observations" not in current.training:
-                raise RouterError(f"Router Feedback: {out.name} is not a router learnt by this node (it holds no "
+                raise RouterError(f"Learn from Scores: {out.name} is not a router learnt by this node (it holds no "
                                   "feedback); choose another output_name, so a trained router is never changed")
             base = get_router(base_name)
             if current.names != base.names:
-                raise RouterError(f"Router Feedback: {out.name} has candidates {current.names}, the router that "
+                raise RouterError(f"Learn from Scores: {out.name} has candidates {current.names}, the router that "
                                   f"decided ('{base_name}') has {base.names}; use another output_name")
             current.use_embedder(base.embedder)
         else:
@@ -51,7 +51,8 @@ class RouterFeedbackNode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id=f"{NODE_PREFIX}.Feedback",
-            display_name="Router Feedback (learn from scores)",
+            display_name="Learn from Scores (router feedback)",
+            search_aliases=["router feedback", "online learning"],  # its name before; see route.py's SEARCH_ALIASES
             category=CATEGORY,
             description="Teaches a router from what it routed: the chosen candidate's label, the prompt and the "
                         "image's score go into a learnt copy of the router in models/router_weights, without "
@@ -84,13 +85,13 @@ class RouterFeedbackNode(io.ComfyNode):
     def execute(cls, router, prompt, output_name, label=None, score=None, scored=None) -> io.NodeOutput:
         if scored is not None:
             if label is not None or score is not None:
-                raise RouterError("Router Feedback: link either label and score, or scored, not both")
+                raise RouterError("Learn from Scores: link either label and score, or scored, not both")
             if scored.prompt != prompt:
-                raise RouterError("Router Feedback: the scored images are of another prompt than the one linked "
+                raise RouterError("Learn from Scores: the scored images are of another prompt than the one linked "
                                   "here; link the same prompt as the router's")
             labels, scores = scored.labels, scored.scores
         elif label is None or score is None:
-            raise RouterError("Router Feedback: link label and score (the router's label and the image's score), "
+            raise RouterError("Learn from Scores: link label and score (the router's label and the image's score), "
                               "or Verify and Escalate's scored")
         else:
             labels, scores = [label], [score]

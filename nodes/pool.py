@@ -28,7 +28,7 @@ class CandidatePoolNode(io.ComfyNode):
                         "between prompts costs no reload. Each distinct checkpoint is loaded once.",
             **KEEP_REPORT,
             inputs=[
-                Candidates.Input("candidates", tooltip="Chain of Router Candidate nodes."),
+                Candidates.Input("candidates", tooltip="Chain of Candidate Setup nodes."),
                 io.Combo.Input("load_policy", options=[ON_FIRST_USE, PRELOAD], default=ON_FIRST_USE,
                                tooltip="'load on first use': a checkpoint loads when the router first chooses it "
                                        "(only chosen candidates are ever loaded). 'preload all': load every "

@@ -11,7 +11,11 @@ from .schema import CATEGORY, KEEP_REPORT, NODE_PREFIX, Pool, Routed, generation
 from .state import RoutedPrompt, all_router_labels, get_router, log_decision, route_held, router_stamp
 
 NO_FORCE = "(none)"
-# what the main node is found by in the node search (the frontend matches these besides the display name)
+# What the main node is found by in the node search. The frontend (1.49.6, FuseSearch.calcAuxScores) matches
+# these besides the node id and display name, but ranks only by the id and display name: a display name that
+# is the query, then one that starts with it, then one with it as a word (earlier and shorter first). So no other
+# node's display name starts with "Router" (they say what they are first), and "Cost-Aware Router" comes first
+# for "router", "cost", "route" and "routing" (tests/comfyui/test_browser.py types them).
 SEARCH_ALIASES = ["router", "route", "cost router", "model router", "prompt router", "cost-aware routing",
                   "choose checkpoint", "pick model per prompt"]
 
@@ -62,7 +66,7 @@ class CostAwareRouterNode(io.ComfyNode):
                                          "'cost-aware-router report')."),
                 io.Float.Input("explore", default=0.0, min=0.0, max=1.0, step=0.01, optional=True, advanced=True,
                                tooltip="Share of prompts (chosen by a stable hash) sent to the candidate with the "
-                                       "fewest scored examples nearby, so Router Feedback can correct it. 0 = never; "
+                                       "fewest scored examples nearby, so Learn from Scores can correct it. 0 = never; "
                                        "counted in a held budget and marked in the decision log."),
                 io.Boolean.Input("reset_budget_state", default=False, optional=True, advanced=True,
                                  tooltip="'hold target average cost' mode: forget the realised average kept for "
@@ -85,7 +89,7 @@ class CostAwareRouterNode(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, router="", **_):
-        """Decide again when the router file changes (a learnt router is rewritten by Router Feedback after
+        """Decide again when the router file changes (a learnt router is rewritten by Learn from Scores after
         every run): ComfyUI otherwise serves the decision the older file made for the same inputs."""
         return router_stamp(router)
 

@@ -43,7 +43,7 @@ class SaveScoredGenerationNode(io.ComfyNode):
     def execute(cls, images, job, score, folder, metric) -> io.NodeOutput:
         if job.get("cost") is None:
             raise RouterError(f"candidate '{job['label']}' has no cost: run Measure Candidate Costs on the pool or "
-                              "set its cost on the Router Candidate node")
+                              "set its cost on the Candidate Setup node")
         root = Path(folder_paths.get_output_directory()).resolve()
         store = open_store(store_folder(root, folder))
         image = images[0].detach().cpu().float().numpy()

@@ -34,7 +34,7 @@ Pool = io.Custom("COST_AWARE_POOL")
 Job = io.Custom("COST_AWARE_JOB")
 Routed = io.Custom("COST_AWARE_ROUTE")  # one prompt's routing decision (Route -> Escalation Plan)
 Escalation = io.Custom("COST_AWARE_ESCALATION")  # kept or escalated (Escalation Plan -> Verify and Escalate)
-Scored = io.Custom("COST_AWARE_SCORED")  # every scored image of one prompt (Verify and Escalate -> Router Feedback)
+Scored = io.Custom("COST_AWARE_SCORED")  # every scored image of one prompt (Verify and Escalate -> Learn from Scores)
 # Typed as the V1 list types the core KSampler's combo inputs expect (a V3 Combo output is rejected there).
 SamplerName = io.Custom(comfy.samplers.KSampler.SAMPLERS)
 SchedulerName = io.Custom(comfy.samplers.KSampler.SCHEDULERS)

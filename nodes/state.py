@@ -95,7 +95,7 @@ def all_router_labels() -> list[str]:
 
 def router_stamp(name: str):
     """What identifies a router file's current content for ComfyUI's cache: its modification time
-    (Router Feedback rewrites a learnt router after every run), or None when it cannot be found."""
+    (Learn from Scores rewrites a learnt router after every run), or None when it cannot be found."""
     path = folder_paths.get_full_path(FOLDER, name) if name else None
     try:
         return os.stat(path).st_mtime_ns if path else None
@@ -157,7 +157,7 @@ def route_held(router: Router, router_name: str, prompt: str, budget: Budget, re
     with exclusive(path.with_name(f".{path.name}.lock")):
         if reset and path.exists():
             path.unlink()
-        # keyed by lineage: a learnt router's held average survives Router Feedback rewriting its file
+        # keyed by lineage: a learnt router's held average survives Learn from Scores rewriting its file
         holder = load_state(path, router.lineage, plan.target, plan.blended_cost_weight, router.cost)
         decision = router.route([prompt], budget, holder, explore=explore, observed=observed)[0]
         save_state(holder, path)

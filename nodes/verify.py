@@ -39,7 +39,7 @@ class EscalationDecision:
 
 @dataclass
 class ScoredImages:
-    """Every scored image of one prompt (Verify and Escalate's ``scored`` output, for Router Feedback)."""
+    """Every scored image of one prompt (Verify and Escalate's ``scored`` output, for Learn from Scores)."""
 
     prompt: str
     labels: list[str]
@@ -151,7 +151,7 @@ class VerifyEscalateNode(io.ComfyNode):
                 io.String.Output("label", tooltip="The delivered image's candidate."),
                 io.Float.Output("score", tooltip="The delivered image's score."),
                 Scored.Output("scored", tooltip="Every scored image of this prompt (one, or two when escalated), "
-                                                "for Router Feedback to learn from all of them."),
+                                                "for Learn from Scores to learn from all of them."),
                 io.String.Output("report", tooltip="Which image is delivered, and why."),
             ],
         )

@@ -173,7 +173,7 @@ NOTES = {
     "route_and_generate": """\
 ## 1. Route each prompt to the cheapest good candidate
 
-Five **Router Candidates** (the default router's: SD 1.5 at 50 and 10 steps, at low and high CFG, and SDXL \
+Five **Candidate Setup** nodes (the default router's: SD 1.5 at 50 and 10 steps, at low and high CFG, and SDXL \
 at 50 steps) → **Candidate Pool** → **Cost-Aware Router** → KSampler. For each prompt the router predicts \
 every candidate's quality and picks the best trade-off of quality and cost. After a run its choice, every \
 candidate's predicted quality and cost, and what the budget means are drawn on the router node.
@@ -229,7 +229,7 @@ what it trained and how well (the file is written only once that succeeded); the
     "add_candidate": """\
 ## 5. Add a candidate to a router without retraining
 
-1. **Router Anchor Prompts** lists the router's anchor prompts (for the default router, 128 prompts chosen \
+1. **Anchor Prompts** lists the router's anchor prompts (for the default router, 128 prompts chosen \
 to be fit for a demo: no real people, drugs or violence).
 2. Generate and score the new candidate on them, in the router's metric: the 2_collect_scored_generations \
 workflow with the anchor prompts linked into Candidate Sweep's `prompts`, only the new candidate in the \
@@ -247,8 +247,8 @@ own router (3_train_router).
 ## 4. Route, score, and learn from every image
 
 Two of my_router's candidates (SD 1.5 and SD 2.1: a pool may hold any of a router's candidates) → \
-Candidate Pool → **Cost-Aware Router** (`my_router`) → KSampler → **Quality Scorer** → **Router Feedback**. \
-Only the chosen candidate is generated and scored; Router Feedback adds that score to \
+Candidate Pool → **Cost-Aware Router** (`my_router`) → KSampler → **Quality Scorer** → **Learn from Scores**. \
+Only the chosen candidate is generated and scored; Learn from Scores adds that score to \
 `my_router_learnt.safetensors` (made from `my_router` the first time), so the router improves on your own \
 prompts without a full sweep. `explore` sends 10% of prompts to the candidate it knows least about here.
 
@@ -276,7 +276,7 @@ router without it (e.g. the default one) never escalates, and the nodes say so.
 
 **Budget:** the router node's `verify_and_escalate` (advanced) is on, so the budget counts escalations.
 
-**Learn from both images:** link Verify and Escalate's `scored` into Router Feedback's `scored`.
+**Learn from both images:** link Verify and Escalate's `scored` into Learn from Scores' `scored`.
 
 **CPU only:** 256×256 (Empty Latent Image). **GPU:** nothing to change.
 """,

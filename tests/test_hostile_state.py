@@ -111,7 +111,7 @@ def test_route_json_escapes_del_c1_and_separators(capsys, tmp_path):
 
 
 def test_held_state_survives_a_feedback_update_of_a_learnt_router(capsys, tmp_path, agiqa_router_file, agiqa_split):
-    """A learnt router keeps its lineage: its held average carries on after Router Feedback rewrites it."""
+    """A learnt router keeps its lineage: its held average carries on after Learn from Scores rewrites it."""
     from cost_aware_router import cli
     from cost_aware_router.online import update_router
     from cost_aware_router.router_file import load_router, save_router

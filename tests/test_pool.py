@@ -49,7 +49,7 @@ def test_candidate_chain():
         chain_candidates(chain, _entry("fast"))
     with pytest.raises(RouterError, match="label is empty"):
         _entry("  ")
-    # a Router Candidate left without a label is named by its settings
+    # a Candidate Setup left without a label is named by its settings
     assert default_label("SDXL/sd_xl_base_1.0.safetensors", 20, 7.0, "euler") == "sd_xl_base_1.0-20steps-cfg7-euler"
     assert default_label("v1-5.ckpt", 8, 4.5, "dpmpp_2m", "karras") == "v1-5-8steps-cfg4.5-dpmpp_2m-karras"
     with pytest.raises(RouterError, match="cost of 'x' must be a finite number >= 0, got -1"):

@@ -63,6 +63,9 @@ RUNS = {
 # not answer from its cache) without overwrite. The node must then show the error, not the last run's report.
 FAIL_RUNS = {"3_train_router": [{"type": "CostAwareRouter.Train", "widget": "predictor", "value": "ridge"}]}
 
+# typed into the node search (double click on empty canvas): each lists the main node first
+SEARCH_QUERIES = ["router", "cost", "route", "routing"]
+
 
 CI_NODE_MODULES = Path.home() / ".cache" / "cost-aware-router" / "browser" / "node_modules"  # .ci/run installs here
 
@@ -106,7 +109,7 @@ def page(comfy, tmp_path_factory):
     config = {"url": comfy.url, "out_dir": str(out), "node_modules": str(modules), "chromium": browser,
               "module": module, "templates": TEMPLATES, "runs": RUNS, "fail_runs": FAIL_RUNS, "timeout_s": 300,
               # 4_route_score_learn picks my_router, which the 3_train_router run has just written: press R first
-              "refresh_before": ["4_route_score_learn"]}
+              "refresh_before": ["4_route_score_learn"], "search_queries": SEARCH_QUERIES}
     (out / "config.json").write_text(json.dumps(config))
     proc = subprocess.run(["node", str(DRIVER), str(out / "config.json")], capture_output=True, text=True,
                           timeout=1500)
@@ -339,3 +342,18 @@ def test_report_text_fits_its_box(page):
                     assert sw <= cw + 1, (name, when, n["type"], n["report_scroll"])
                     if n["type"] in ("CostAwareRouter.ExportTable", "CostAwareRouter.Train"):
                         assert sh <= ch + 1, (name, when, n["type"], n["report_scroll"], n["report"])
+
+
+def test_the_node_search_lists_the_cost_aware_router_first(page):
+    """Double click on empty canvas, type "router" (or "cost", "route", "routing"): the Cost-Aware Router is the first
+    result, its other nodes after it (the frontend ranks a display name that starts with the query above one
+    that has it as a later word, so no other node's display name starts with "Router")."""
+    search = page["search"]
+    assert search["opened_by"] == "double click", search
+    for query in SEARCH_QUERIES:
+        assert search["results"][query][:1] == ["Cost-Aware Router"], (query, search["results"][query])
+    ours = ["Train Cost-Aware Router", "Candidate Setup (checkpoint + settings)", "Learn from Scores (router feedback)",
+            "Anchor Prompts (to add a candidate)"]
+    assert set(ours) <= set(search["results"]["router"]), search["results"]["router"]
+    data = (Path(page["out_dir"]) / "node_search.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -185,7 +185,7 @@ def test_held_budget_keeps_its_state_and_every_decision_is_logged(comfy):
 
 
 def test_a_rewritten_router_file_is_routed_with_at_once(comfy):
-    """The same graph queued again after its router file changed (as Router Feedback rewrites a learnt
+    """The same graph queued again after its router file changed (as Learn from Scores rewrites a learnt
     router) decides with the new file instead of ComfyUI's cached decision."""
     from cost_aware_router.router_file import load_router, save_router
 

@@ -1,5 +1,5 @@
 """What a person sees on the nodes inside a real ComfyUI (issue 19): force_candidate offers the routers'
-labels and names the valid ones, a Router Candidate without a label is named by its settings, the pool and
+labels and names the valid ones, a Candidate Setup without a label is named by its settings, the pool and
 router nodes describe one pool in one wording, the main node is found by "router", and errors carry the
 short type name."""
 

@@ -3,12 +3,13 @@
 //   node driver.cjs CONFIG.json
 //
 // CONFIG: {url, out_dir, node_modules, chromium, module, templates: [name], runs: {name: [edit]},
-//          fail_runs: {name: [edit]}, refresh_before: [name], timeout_s}; an edit is {type, widget, value}:
-//          what a person would type into that node's widget before pressing Run (e.g. the scorer model they
-//          installed); fail_runs: edits for a second run of that template that is expected to fail (the
-//          node must then show the error); refresh_before lists templates loaded after pressing R (Refresh
-//          Node Definitions), as a person does once an earlier template has written a file this one picks
-//          (a trained router).
+//          fail_runs: {name: [edit]}, refresh_before: [name], search_queries: [query], timeout_s}; an edit
+//          is {type, widget, value}: what a person would type into that node's widget before pressing Run
+//          (e.g. the scorer model they installed); fail_runs: edits for a second run of that template that
+//          is expected to fail (the node must then show the error); refresh_before lists templates loaded
+//          after pressing R (Refresh Node Definitions), as a person does once an earlier template has written
+//          a file this one picks (a trained router); search_queries: words typed into the node search
+//          (double click on empty canvas), first, on the page as it opens.
 // Writes out_dir/results.json (what the page showed: template cards, every node's box and widget
 // values, the reports drawn on the nodes, execution events, dialogs and page errors) and PNG
 // screenshots into out_dir. The Python test makes the assertions.
@@ -140,6 +141,63 @@ async function shootNodes(page, ids, file, pad = 30) {
   await noToasts.evaluate((e) => e.remove());
 }
 
+// The node search as a person opens it: a double click on empty canvas; type each query and read the display
+// names of the results in the order shown. Screenshot of the box for the first query.
+async function searchNodes(page, queries) {
+  const inputSel = 'input[role="combobox"][aria-controls="results-list"]';
+  const point = await page.evaluate(() => {  // a canvas point clear of every node and of the page's overlays
+    const c = window.app.canvas;
+    const r = c.canvas.getBoundingClientRect();
+    for (let y = r.top + 200; y < r.bottom - 150; y += 40) {
+      for (let x = r.left + 150; x < r.right - 150; x += 40) {
+        const [gx, gy] = c.ds.convertCanvasToOffset([x - r.left, y - r.top]);
+        const onNode = window.app.graph._nodes.some((n) => {
+          const b = n.boundingRect;
+          return gx > b[0] - 30 && gx < b[0] + b[2] + 30 && gy > b[1] - 30 && gy < b[1] + b[3] + 30;
+        });
+        if (!onNode && document.elementFromPoint(x, y) === c.canvas) return {x, y};
+      }
+    }
+    return null;
+  });
+  const out = {point, opened_by: null, results: {}};
+  if (point) {
+    await page.mouse.click(point.x, point.y, {count: 2, clickCount: 2});
+    if (await page.waitForSelector(inputSel, {visible: true, timeout: 5000}).catch(() => null)) {
+      out.opened_by = "double click";
+    }
+  }
+  if (!out.opened_by) {  // the command behind the double click, so the ranking is still checked
+    await page.evaluate(() => { window.app.extensionManager.command.execute("Workspace.SearchBox.Toggle"); });
+    await page.waitForSelector(inputSel, {visible: true, timeout: 10000});
+    out.opened_by = "command";
+  }
+  for (const [i, query] of queries.entries()) {
+    await page.click(inputSel, {count: 3, clickCount: 3});
+    await page.keyboard.press("Backspace");
+    await page.type(inputSel, query);
+    await page.waitForFunction((q, sel) => document.querySelector(sel)?.value === q &&
+      document.querySelector('[data-testid="result-item"], [data-testid="no-results"]'), {timeout: 10000},
+    query, inputSel);
+    await sleep(500);  // the list follows the input
+    out.results[query] = await page.evaluate(() => [...document.querySelectorAll('[data-testid="result-item"]')]
+      .slice(0, 10).map((e) => e.querySelector(".option-container span.truncate")?.textContent.trim() ?? ""));
+    if (i === 0) {
+      const box = await page.evaluate((sel) => {
+        const d = document.querySelector(sel).closest('[role="dialog"]') ?? document.querySelector(sel).parentElement
+          .parentElement.parentElement.parentElement;
+        const b = d.getBoundingClientRect();
+        return {x: b.left, y: b.top, width: Math.min(b.width, 1920 - b.left), height: Math.min(b.height, 1080 - b.top)};
+      }, inputSel);
+      await page.screenshot({path: path.join(OUT, "node_search.png"), clip: box});
+    }
+  }
+  await page.keyboard.press("Escape");
+  await sleep(400);
+  await closeDialogs(page);
+  return out;
+}
+
 async function applyEdits(page, edits) {
   return page.evaluate((edits) => {
     const done = [];
@@ -206,6 +264,12 @@ async function main() {
     await closeDialogs(page);
     await screenshotSettings(page);
     mark("page ready");
+
+    if (cfg.search_queries) {  // the node search: what a person finds when typing the pack's words
+      results.search = await searchNodes(page, cfg.search_queries);
+      mark("node search");
+      save();
+    }
 
     // the template browser: our cards, their titles and thumbnails
     await openOurTemplates(page);
