@@ -107,7 +107,7 @@ def page(comfy, tmp_path_factory):
     shutil.rmtree(comfy.root / "output" / "rating_tables", ignore_errors=True)
     out = tmp_path_factory.mktemp("browser")
     config = {"url": comfy.url, "out_dir": str(out), "node_modules": str(modules), "chromium": browser,
-              "module": module, "templates": TEMPLATES, "runs": RUNS, "fail_runs": FAIL_RUNS, "timeout_s": 300,
+              "module": module, "templates": TEMPLATES, "runs": RUNS, "fail_runs": FAIL_RUNS, "timeout_s": 600,
               # 4_route_score_learn picks my_router, which the 3_train_router run has just written: press R first
               "refresh_before": ["4_route_score_learn"], "search_queries": SEARCH_QUERIES}
     (out / "config.json").write_text(json.dumps(config))

@@ -217,6 +217,16 @@ async function applyEdits(page, edits) {
 
 // Press the Run button and wait for the prompt to finish; returns the execution events it saw.
 async function run(page) {
+  // a run that outlasted TIMEOUT (a slow, shared machine) must not be taken for this one: start on an empty queue
+  const idle = Date.now();
+  while (Date.now() - idle < TIMEOUT) {
+    const busy = await page.evaluate(async () => {
+      const q = await window.app.api.getQueue();
+      return q.Running.length + q.Pending.length;
+    });
+    if (!busy) break;
+    await sleep(500);
+  }
   await page.evaluate(() => {
     window.__car = {events: []};
     for (const type of ["execution_start", "execution_cached", "executed", "execution_success", "execution_error",
