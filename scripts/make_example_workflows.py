@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "example_workflows"
 PROMPT = "a cozy cabin in a snowy forest at dusk, warm light in the windows, detailed illustration"
+NO_FORCE = "(none)"  # the Route node's force_candidate when nothing is forced (nodes/route.py NO_FORCE)
 
 TITLE_H = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above a node's pos
 GAP_X, GAP_Y = 50, 40
@@ -388,7 +389,8 @@ def route_and_generate() -> dict:
     c_note, *cols = columns(SIZE["note"][0], *(SIZE[k][0] for k in ROUTE_COLUMNS))
     g.note(c_note.place("note")[0], NOTES["route_and_generate"])
     routed_generation(g, cols, CANDIDATES,
-                      ["default.safetensors", TARGET_MODE, TARGET_SECONDS, 0.0, "(none)", True, 0.0, False, False], "routed")
+                      ["default.safetensors", TARGET_MODE, TARGET_SECONDS, 0.0, NO_FORCE, True, 0.0, False, False],
+                      "routed")
     return g.to_json()
 
 
@@ -490,7 +492,7 @@ def route_score_learn() -> dict:
     c_note, *cols, c_learn = columns(SIZE["note"][0], *(SIZE[k][0] for k in ROUTE_COLUMNS), SIZE["feedback"][0])
     g.note(c_note.place("note")[0], NOTES["route_score_learn"])
     text, router, dec = routed_generation(g, cols, PATH_CANDIDATES,
-                                          [LEARN_ROUTER, "router default", 0.0, 0.0, "(none)", True, 0.1, False, False],
+                                          [LEARN_ROUTER, "router default", 0.0, 0.0, NO_FORCE, True, 0.1, False, False],
                                           "routed_learn")
     score = scorer_node(g, c_learn, PATH_SCORER)
     p, s = c_learn.place("feedback")
@@ -515,7 +517,8 @@ def route_verify_escalate() -> dict:
     c_route, c_enc, c_ks, c_out = cols[2:]
     g.note(c_note.place("note")[0], NOTES["route_verify_escalate"])
     text, router, dec = routed_generation(g, cols, PATH_CANDIDATES,
-                                          [LEARN_ROUTER, "router default", 0.0, 0.0, "(none)", True, 0.0, False, True], None)
+                                          [LEARN_ROUTER, "router default", 0.0, 0.0, NO_FORCE, True, 0.0, False, True],
+                                          None)
     first_score = scorer_node(g, c_out, PATH_SCORER)
     p, s = c_route.place("plan")
     plan = g.node("CostAwareRouter.EscalationPlan", p, inputs=[("route", "COST_AWARE_ROUTE"), ("first_score", "FLOAT")],
