@@ -274,7 +274,8 @@ def plot_case(key: str, title: str, agg: dict, out_dir: Path, metric_key: str = 
     dots = [("static 10%", START_SHARE, agg["static"][metric_key]["mean"], (120, 120, 120)),
             ("full matrix", 1.0, agg["full"][metric_key]["mean"], (40, 160, 40))]
     img = plot_curves(lines, dots, title=f"{title}: test {ylabel} vs generation spend",
-                      xlabel="generation spend / full matrix", hline=0.0 if metric_key == "gap_closed" else None)
+                      xlabel="generation spend / full matrix", hline=0.0 if metric_key == "gap_closed" else None,
+                      ylabel=f"test {ylabel}")
     path = out_dir / f"replay_{key}.png"
     save_plot(img, path, overwrite=True)
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
