@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import RouterError
 from .scored import JSONL_NAME, Record, parse_record
-from .storage.files import atomic_write
+from .storage.files import atomic_write, open_regular
 
 # The table the example workflows export and train on: its CLIPScore column (ViT-B/32, 100 x max(cos, 0))
 # is the scale the Quality Scorer gives with a CLIP ViT-B/32 model, so a router trained on it learns from
@@ -143,7 +143,7 @@ def export_table(name: str, folder: str | Path, overwrite: bool = False, data_di
     except OSError as exc:
         raise RouterError(f"cannot create {folder}: {exc.strerror or exc}") from None
     out = folder / JSONL_NAME
-    if out.is_file() and not out.is_symlink() and out.read_bytes() == text:
+    if _holds(out, text):
         return out, len(rows), False
     if out.exists() and not overwrite:
         raise RouterError(f"{out} already exists and holds other rows; switch on overwrite to replace it, or "
@@ -151,3 +151,15 @@ def export_table(name: str, folder: str | Path, overwrite: bool = False, data_di
                           "by training)")
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(text), overwrite=overwrite)
     return out, len(rows), True
+
+
+def _holds(path: Path, text: bytes) -> bool:
+    """Whether ``path`` is a regular file (not a link) holding exactly ``text``: sizes first, so a large
+    collected file is never read whole, and through the file gate, so a FIFO is never opened."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != len(text):
+            return False
+        with open_regular(path, "rating table file") as fh:
+            return fh.read(len(text) + 1) == text
+    except (OSError, RouterError):
+        return False

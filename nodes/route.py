@@ -98,7 +98,7 @@ class CostAwareRouterNode(io.ComfyNode):
         """force_candidate: none ('' in workflows saved before it was a list) or a label some router file has
         (a router written after the list was read counts too); the chosen router and pool are checked at run
         time, when both are known."""
-        if force_candidate in ("", NO_FORCE) or force_candidate in all_router_labels():
+        if force_candidate in (None, "", NO_FORCE) or force_candidate in all_router_labels():  # None: linked
             return True
         return (f"'{force_candidate}' is not a candidate of any router file in router_weights; choose {NO_FORCE} "
                 f"or one of: {', '.join(all_router_labels()) or 'no router file found'}")

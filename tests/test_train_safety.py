@@ -3,6 +3,7 @@ last, after the report and the curve; a refused folder, an interrupt or a curve 
 existing file byte for byte as it was. And the public tables are exported without a shell step (part 2)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -148,6 +149,11 @@ def test_export_writes_once_and_refuses_other_rows_unless_asked(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(RouterError, match="is a file, not a folder"):
         export_table(PATH_TABLE, tmp_path / "afile")
+    fifo_folder = tmp_path / "fifo"
+    fifo_folder.mkdir()
+    os.mkfifo(fifo_folder / JSONL_NAME)  # never opened (it would block): refused as something already there
+    with pytest.raises(RouterError, match="already exists"):
+        export_table(PATH_TABLE, fifo_folder)
 
 
 def test_the_path_table_has_the_scorers_metric_and_the_command_runs_without_a_console_script():
