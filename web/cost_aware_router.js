@@ -72,7 +72,8 @@ function addReportBox(node, type) {
     el.style.boxShadow = more ? "inset 0 -14px 10px -8px rgba(0, 0, 0, 0.55)" : "none";
   };
   el.addEventListener("scroll", hint, {passive: true});
-  if (typeof ResizeObserver === "function") new ResizeObserver(hint).observe(el);
+  const observer = typeof ResizeObserver === "function" ? new ResizeObserver(hint) : null;
+  observer?.observe(el);
   const show = () => {
     // non-breaking hyphens: a label such as 'sdxl-50' is never split across lines
     el.textContent = (value || placeholder).replace(/-/g, "\u2011");
@@ -95,6 +96,11 @@ function addReportBox(node, type) {
     },
   });
   widget.serialize = false;
+  const removed = node.onRemoved;
+  node.onRemoved = function () {  // a deleted node's box is no longer watched
+    observer?.disconnect();
+    return removed?.apply(this, arguments);
+  };
   show();
   return widget;
 }
@@ -203,7 +209,9 @@ app.registerExtension({
   onNodeOutputsUpdated(outputs) {
     for (const [id, output] of Object.entries(outputs || {})) {
       const node = app.graph?.getNodeById?.(id);
-      if (node && REPORTS[node.type]) showReport(node, output);
+      // outputs restored on a tab switch or a workflow load are not a new run: they never hide a failure
+      // that came after them (a new run's report arrives through onExecuted)
+      if (node && REPORTS[node.type] && !reportWidget(node)?.value?.startsWith(FAILED)) showReport(node, output);
     }
   },
 });
