@@ -143,18 +143,7 @@ def _read(path: Path) -> tuple[dict, dict, str]:
     from safetensors import safe_open
 
     with open_regular(path, "router file", RouterFileError) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        head = fh.read(8)
-        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-        if not 0 < n <= min(MAX_HEADER_BYTES, size - 8):
-            _not_safetensors(path, head, f"header length {n:,}" if n > MAX_HEADER_BYTES and n <= size - 8 else
-                             "no valid header")
-        try:
-            header = json.loads(fh.read(n))
-        except (ValueError, RecursionError):
-            _not_safetensors(path, head, "header is not valid JSON")
-        if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
-            _not_safetensors(path, head, "header is not a JSON object")
+        header, head = _header(path, fh)
         where = f"/proc/self/fd/{fh.fileno()}"  # the file checked above, whatever the path now names
         try:
             with safe_open(where if os.path.exists(where) else str(path), framework="numpy") as st:
@@ -166,6 +155,37 @@ def _read(path: Path) -> tuple[dict, dict, str]:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return header.get("__metadata__") or {}, tensors, digest.hexdigest()
+
+
+def _header(path: Path, fh) -> tuple[dict, bytes]:
+    """The safetensors JSON header of the open file ``fh`` (and its first 8 bytes), its length checked
+    before any parser sees it."""
+    size = os.fstat(fh.fileno()).st_size
+    head = fh.read(8)
+    n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+    if not 0 < n <= min(MAX_HEADER_BYTES, size - 8):
+        _not_safetensors(path, head, f"header length {n:,}" if n > MAX_HEADER_BYTES and n <= size - 8 else
+                         "no valid header")
+    try:
+        header = json.loads(fh.read(n))
+    except (ValueError, RecursionError):
+        _not_safetensors(path, head, "header is not valid JSON")
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
+        _not_safetensors(path, head, "header is not a JSON object")
+    return header, head
+
+
+def candidate_labels(path: str | os.PathLike) -> list[str]:
+    """The candidate labels of a router file, from its header alone (no tensors, no embedder): for lists
+    that name candidates before a router is loaded. Refuses (RouterFileError) what ``load_router`` refuses
+    about the header and metadata."""
+    path = Path(path)
+    with open_regular(path, "router file", RouterFileError) as fh:
+        header, _ = _header(path, fh)
+    meta = _metadata(path, header.get("__metadata__") or {})
+    cands = meta["candidates"]
+    _need(isinstance(cands, list), path, "'candidates' is not a list")
+    return [c["name"] for c in cands if isinstance(c, dict) and isinstance(c.get("name"), str)]
 
 
 def _not_safetensors(path: Path, head: bytes, why: str):

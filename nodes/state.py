@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import logging
 import os
 import re
-import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +29,8 @@ from ..cost_aware_router.embed import get_embedder
 from ..cost_aware_router.errors import RouterError
 from ..cost_aware_router.pool import ResidentCache
 from ..cost_aware_router.router import Decision, Router
-from ..cost_aware_router.router_file import MAX_HEADER_BYTES, load_router
-from ..cost_aware_router.storage.files import child_dir, open_regular
+from ..cost_aware_router.router_file import candidate_labels, load_router
+from ..cost_aware_router.storage.files import child_dir
 from ..cost_aware_router.storage.lines import exclusive
 from .schema import FOLDER, router_files
 
@@ -74,14 +72,9 @@ def router_labels(name: str) -> list[str]:
     hit = _LABELS.get(path)
     if hit is not None and hit[0] == stamp:
         return hit[1]
-    labels: list[str] = []
     try:
-        with open_regular(path, "router file") as fh:
-            n = struct.unpack("<Q", fh.read(8).ljust(8, b"\0"))[0]
-            if 0 < n <= MAX_HEADER_BYTES:
-                meta = json.loads(json.loads(fh.read(n)).get("__metadata__", {}).get("router", "{}"))
-                labels = [c["name"] for c in meta.get("candidates", []) if isinstance(c.get("name"), str)]
-    except (RouterError, OSError, ValueError, RecursionError, AttributeError, TypeError, KeyError):
+        labels = candidate_labels(path)
+    except (RouterError, OSError):
         labels = []
     _LABELS[path] = (stamp, labels)
     return labels

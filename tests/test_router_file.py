@@ -6,7 +6,7 @@ import pytest
 from conftest import rewrite_router
 
 from cost_aware_router.errors import RouterError, RouterFileError
-from cost_aware_router.router_file import load_router, save_router
+from cost_aware_router.router_file import candidate_labels, load_router, save_router
 from cost_aware_router.storage.files import atomic_write, safe_child
 
 
@@ -152,3 +152,17 @@ def test_saved_router_gets_the_usual_file_mode(agiqa_router, tmp_path):
     finally:
         os.umask(old)
     assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_candidate_labels_read_the_header_alone(agiqa_router_file, tmp_path):
+    """The labels the Route node's force_candidate lists: the router's names, without loading it; what
+    load_router refuses about the header is refused here too."""
+    assert candidate_labels(agiqa_router_file) == load_router(agiqa_router_file).names
+    bad = tmp_path / "pickled.safetensors"
+    bad.write_bytes(pickle.dumps({"candidates": ["a"]}))
+    with pytest.raises(RouterFileError, match="pickle"):
+        candidate_labels(bad)
+    fifo = tmp_path / "fifo.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(RouterError):
+        candidate_labels(fifo)
