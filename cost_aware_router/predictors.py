@@ -62,6 +62,7 @@ def kfold(n: int, folds: int, seed: int = 0) -> list[np.ndarray]:
 
 class Predictor:
     kind = "base"
+    fit_effort = 7.0  # the fit's share of a training run's progress bar, against 3 for embedding the prompts
     K_PARAM: str | None = None  # the param holding k, in a predictor that can keep a kNN memory
 
     def __init__(self, **params):
@@ -145,6 +146,7 @@ class Predictor:
 # ---------------------------------------------------------------------------------------
 class KNNPredictor(Predictor):
     kind = "knn"
+    fit_effort = 2.0  # a kNN fit is quick next to embedding
     K_PARAM = "k"
     K_GRID = K_GRID
 

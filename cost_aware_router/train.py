@@ -106,7 +106,7 @@ def train_router(ds: Dataset, embedder, predictor: str | type[Predictor] = DEFAU
     (``cascade.fit_cascade``; switched on only where it beats routing alone), when the folder allows."""
     pcls = predictor if isinstance(predictor, type) else get_predictor_class(predictor)
     ds = check_trainable(ds)
-    phases = _Phases(progress, {"embed": 3.0, "fit": 7.0 if pcls.kind != "knn" else 2.0})
+    phases = _Phases(progress, {"embed": 3.0, "fit": pcls.fit_effort})
     X = embeddings if embeddings is not None else embed_prompts(embedder, ds.prompts, phases.phase("embed"))
     observed = ds.quality[~np.isnan(ds.quality)]
     std = float(observed.std()) or 1.0

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .evaluate import training_curve
-from .plots import plot_deferral
+from .plots import plot_deferral, save_plot
 from .router import Router
 from .router_file import save_router
 from .scored import Dataset
-from .storage.files import atomic_write, check_writable
+from .storage.files import check_writable
 from .train import DEFAULT_PREDICTOR, Progress, check_trainable, train_router
 
 
@@ -66,5 +66,5 @@ def train_and_save(ds: Dataset, embedder, out: str | Path, *, predictor=DEFAULT_
         check()
     save_router(router, out, overwrite=overwrite)
     if plot_path is not None:
-        atomic_write(plot_path, lambda tmp: image.save(tmp, format="PNG"), overwrite=overwrite)
+        save_plot(image, plot_path, overwrite=overwrite)
     return TrainedRouter(router, out, curve, report, image, plot_path)
