@@ -280,24 +280,11 @@ def cmd_cv(args) -> int:
 
 
 def cmd_export_table(args) -> int:
-    from .scored import JSONL_NAME, write_jsonl_rows
-    from .storage.files import atomic_write
-    from .tables import TABLES, default_data_dir, table_rows
+    from .tables import export_table
 
-    if args.table not in TABLES:
-        raise RouterError(f"unknown table '{args.table}'; choose one of {sorted(TABLES)}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise RouterError(f"{out} is a file, not a folder")
-    data = Path(args.data) if args.data else default_data_dir()
-    source = data / TABLES[args.table]["file"]
-    if not source.is_file():
-        raise RouterError(f"table file {source} does not exist (is --data a folder of rating tables laid out "
-                          "like the pack's data/?)")
-    rows = table_rows(args.table, data)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / JSONL_NAME, lambda tmp: write_jsonl_rows(Path(tmp), rows), overwrite=args.overwrite)
-    print(f"wrote {len(rows)} rows to {out / JSONL_NAME}")
+    out, rows, written = export_table(args.table, args.out, overwrite=args.overwrite, data_dir=args.data)
+    print(f"wrote {rows} rows to {out}" if written
+          else f"{out} already holds {args.table} ({rows} rows); left as it is")
     return 0
 
 

@@ -12,11 +12,11 @@ Midjourney, DeepFloyd IF, GLIDE, AttnGAN, VQ-Diffusion, minDALL-E) are left out.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from .errors import RouterError
 from .scored import JSONL_NAME, Record, parse_record
+from .scored.store import jsonl_bytes
 from .storage.files import atomic_write, open_regular
 
 # The table the example workflows export and train on: its CLIPScore column (ViT-B/32, 100 x max(cos, 0))
@@ -134,7 +134,7 @@ def export_table(name: str, folder: str | Path, overwrite: bool = False, data_di
     if not source.is_file():
         raise RouterError(f"table file {source} does not exist (is the data folder laid out like the pack's data/?)")
     rows = table_rows(name, data)
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    text = jsonl_bytes(rows)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise RouterError(f"{folder} is a file, not a folder")

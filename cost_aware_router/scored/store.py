@@ -295,8 +295,11 @@ def open_store(folder: str | Path, create: bool = True) -> GenerationStore:
     return store
 
 
+def jsonl_bytes(rows: list[dict]) -> bytes:
+    """Rows as the bytes of a JSON Lines file (UTF-8, one row per line)."""
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+
+
 def write_jsonl_rows(path: Path, rows: list[dict]) -> None:
     """Write rows as JSON Lines (used by the table converters and tests)."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    Path(path).write_bytes(jsonl_bytes(rows))
